@@ -1,0 +1,41 @@
+# tunemake: the two commands.
+#   make export   set up .venv (pinned), then run `snakemake export` on every spec in specs/
+#   make test     set up .venv, then lint and the whole test suite (what CI runs)
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+export PATH := $(abspath $(BIN)):$(PATH)
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: export test test-fast lint bench clean venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+export: venv
+	$(BIN)/snakemake export --cores $(CORES)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules/
+	HF_HUB_OFFLINE=1 $(BIN)/snakemake --lint
+
+test: lint
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+test-fast: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
+
+bench: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/noop.py
+
+clean:
+	rm -rf results logs benchmarks .snakemake

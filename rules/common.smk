@@ -1,0 +1,140 @@
+"""Spec compiler glue: every spec in specs/ (or --config specs=a.yaml,b.yaml) becomes runs,
+each run's sections become content keys, and the functions below give rules their paths and
+their parameters (one spec slice each, as canonical JSON). Imports nothing heavy."""
+
+import glob
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+from scripts.common.spec import SpecError, canonical_json, load_specs
+
+
+def _spec_files():
+    chosen = config.get("specs")
+    if chosen:
+        return chosen.split(",") if isinstance(chosen, str) else list(chosen)
+    return sorted(glob.glob("specs/*.yaml"))
+
+
+try:
+    RUNS = {run.name: run for run in load_specs(_spec_files())}
+except SpecError as exc:
+    raise WorkflowError(f"invalid spec:\n{exc}") from None
+
+ENV = "results/environment.json"
+CONDA_ENV = "../environment.yml"  # used with --sdm conda; relative to rules/
+KEYS = {name: run.keys for name, run in RUNS.items()}
+DATA = {k["data"]: RUNS[n].sections["data"] for n, k in KEYS.items()}
+MODEL = {k["model"]: (RUNS[n].sections["model"], k["data"]) for n, k in KEYS.items()}
+TOKENS = {
+    k["tokens"]: (RUNS[n].sections["tokenize"], k["data"], k["model"])
+    for n, k in KEYS.items()
+}
+
+
+wildcard_constraints:
+    dkey="[0-9a-f]{12}",
+    mkey="[0-9a-f]{12}",
+    tkey="[0-9a-f]{12}",
+    shard="[0-9a-f]{16}",
+    run="[A-Za-z0-9][A-Za-z0-9._=+-]*",
+
+
+def data_json(wildcards):
+    return canonical_json(DATA[wildcards.dkey])
+
+
+def data_sources(wildcards):
+    return [source["path"] for source in DATA[wildcards.dkey]["sources"]]
+
+
+def shard_hashes(dkey):
+    """The current shards of a data key (known once the shard_data checkpoint has run)."""
+    import json
+
+    manifest = checkpoints.shard_data.get(dkey=dkey).output.manifest
+    with open(manifest) as handle:
+        return [shard["hash"] for shard in json.load(handle)["details"]["shards"]]
+
+
+def clean_shards(dkey):
+    return [f"results/data/{dkey}/clean/{h}.jsonl" for h in shard_hashes(dkey)]
+
+
+def model_json(wildcards):
+    return canonical_json(MODEL[wildcards.mkey][0])
+
+
+def model_records(wildcards):
+    """A built model trains its tokenizer on the cleaned data; a hub or local model reads none."""
+    model, dkey = MODEL[wildcards.mkey]
+    return clean_shards(dkey) if "build" in model else []
+
+
+def tokenize_json(wildcards):
+    return canonical_json(TOKENS[wildcards.tkey][0])
+
+
+def tokenize_inputs(wildcards):
+    _, dkey, mkey = TOKENS[wildcards.tkey]
+    return {
+        "records": f"results/data/{dkey}/clean/{wildcards.shard}.jsonl",
+        "model": f"results/models/{mkey}/model",
+    }
+
+
+def run_tokens(wildcards):
+    keys = KEYS[wildcards.run]
+    hashes = shard_hashes(keys["data"])
+    return [f"results/tokens/{keys['tokens']}/{h}.parquet" for h in hashes]
+
+
+def run_base(wildcards):
+    return f"results/models/{KEYS[wildcards.run]['model']}/model"
+
+
+def run_base_manifest(wildcards):
+    return f"results/models/{KEYS[wildcards.run]['model']}/manifest.json"
+
+
+def run_section(section):
+    """A params function giving a run's section as canonical JSON."""
+
+    def params(wildcards):
+        return canonical_json(RUNS[wildcards.run].sections[section])
+
+    params.__name__ = f"{section}_json"
+    return params
+
+
+def run_export_part(*keys):
+    def params(wildcards):
+        export = RUNS[wildcards.run].sections["export"]
+        return canonical_json({k: export[k] for k in keys})
+
+    return params
+
+
+def run_card_json(wildcards):
+    return canonical_json(RUNS[wildcards.run].sections["export"]["card"])
+
+
+def run_method(wildcards):
+    return RUNS[wildcards.run].sections["train"]["method"]
+
+
+def run_threads(wildcards):
+    return RUNS[wildcards.run].sections["train"]["threads"]
+
+
+def run_work_dir(wildcards):
+    return f"results/work/train/{KEYS[wildcards.run]['train']}"
+
+
+def run_spec_file(wildcards):
+    return RUNS[wildcards.run].spec_file
+
+
+def all_runs(pattern):
+    return [pattern.format(run=name) for name in RUNS]

@@ -1,0 +1,188 @@
+"""Prepare the base model folder: build a tiny Llama + BPE tokenizer, or check a hub/local model.
+
+Build: trains a byte-level BPE tokenizer (digits split, explicit <pad>/<s>/</s>, pad != eos)
+on the training split of the cleaned shards, then initialises a Llama from the config.
+Hub id / local path: loads the tokenizer, sets a missing pad token (recorded), checks it
+against the model config, and records where the weights are.
+
+    python -m scripts.base_model --spec-json "$(cat model.json)" --records clean/*.jsonl \
+        --out results/models/KEY/model --manifest results/models/KEY/manifest.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from scripts.common.files import atomic_write_json, read_jsonl
+from scripts.common.manifest import fail, write_manifest
+from scripts.common.modeling import BASE_REF
+from scripts.common.spec import SpecError, check_slice
+
+SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>"}
+
+
+def training_texts(record_files) -> list[str]:
+    """Texts of the training split, in a fixed order (tokenizer training is order-sensitive)."""
+    records = [r for f in sorted(record_files) for r in read_jsonl(f) if r["split"] == "train"]
+    records.sort(key=lambda r: r["id"])
+    return [r["text"] if "text" in r else f"{r['prompt']} {r['completion']}" for r in records]
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[SPECIAL["pad"], SPECIAL["bos"], SPECIAL["eos"]],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    bos_id = tok.token_to_id(SPECIAL["bos"])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{SPECIAL['bos']} $A",
+        pair=f"{SPECIAL['bos']} $A $B",
+        special_tokens=[(SPECIAL["bos"], bos_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=SPECIAL["bos"],
+        eos_token=SPECIAL["eos"],
+        pad_token=SPECIAL["pad"],
+        model_max_length=1 << 20,
+    )
+
+
+def build_model(build: dict, tokenizer, out: Path) -> int:
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=build["hidden_size"],
+        intermediate_size=build["intermediate_size"],
+        num_hidden_layers=build["num_layers"],
+        num_attention_heads=build["num_heads"],
+        num_key_value_heads=build["num_heads"],
+        max_position_embeddings=build["max_position_embeddings"],
+        tie_word_embeddings=build["tie_word_embeddings"],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(build["seed"])
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.save_pretrained(str(out), safe_serialization=True)
+    return sum(p.numel() for p in model.parameters())
+
+
+def fix_pad_token(tokenizer) -> bool:
+    """Set a missing pad token to unk, else eos (safe: labels are explicit and keep EOS)."""
+    if tokenizer.pad_token is not None:
+        return False
+    tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return True
+
+
+def prepare_pretrained(model: dict, out: Path) -> tuple[object, int, bool]:
+    """Tokenizer checked against the config of a hub id or local folder; weights stay put."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    source = model.get("id") or model["path"]
+    kwargs = {"revision": model.get("revision"), "trust_remote_code": model["trust_remote_code"]}
+    if model["trust_remote_code"]:
+        print("warning: trust_remote_code is on: code shipped with the model will run", file=sys.stderr)
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        hint = "check the id and the network (HF_HUB_OFFLINE=1 allows only cached models)"
+        raise SpecError(f"model: cannot load {source!r}: {str(exc).splitlines()[0]}; {hint}") from None
+    added = fix_pad_token(tokenizer)
+    if len(tokenizer) > config.vocab_size:
+        raise SpecError(
+            f"model: the tokenizer of {source!r} has {len(tokenizer)} tokens but the model's "
+            f"embeddings have {config.vocab_size} rows: they do not belong together"
+        )
+    tokenizer.save_pretrained(str(out))
+    return tokenizer, 0, added
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec-json", required=True, help="the model section as JSON")
+    parser.add_argument("--records", nargs="*", default=[], help="cleaned shards (build only)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--environment")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+    out = Path(args.out)
+    try:
+        model = check_slice("model", json.loads(args.spec_json))
+        out.mkdir(parents=True, exist_ok=True)
+        if "build" in model:
+            tokenizer = train_tokenizer(training_texts(args.records), model["build"]["vocab_size"])
+            tokenizer.save_pretrained(str(out))
+            parameters, added, source, weights = (
+                build_model(model["build"], tokenizer, out),
+                False,
+                "build",
+                ".",
+            )
+        else:
+            tokenizer, parameters, added = prepare_pretrained(model, out)
+            source, weights = ("id", model["id"]) if "id" in model else ("path", model["path"])
+    except SpecError as exc:
+        fail(str(exc))
+    ref = {
+        "weights": weights,
+        "revision": model.get("revision"),
+        "trust_remote_code": model["trust_remote_code"],
+    }
+    atomic_write_json(out / BASE_REF, ref)
+    write_manifest(
+        args.manifest,
+        "base_model",
+        model,
+        inputs=args.records,
+        outputs=[out],
+        counts={"parameters": parameters, "vocab_size": len(tokenizer)},
+        details={
+            "source": source,
+            "weights": weights,
+            "pad_token": tokenizer.pad_token,
+            "pad_token_added": added,
+            "special_tokens": {
+                "bos": tokenizer.bos_token,
+                "eos": tokenizer.eos_token,
+                "pad": tokenizer.pad_token,
+            },
+        },
+        timings={"total": time.perf_counter() - start},
+        environment=args.environment,
+    )
+    print(f"base model ready: {source} {weights}, {parameters} parameters", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Training checkpoints in the work folder: find the newest complete one, trim the log to it.
+
+Transformers writes `checkpoint-<step>/` in place; a job killed while writing leaves a
+folder without its trainer state or weights, which must be skipped, not resumed from.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
+
+
+def is_complete(folder: Path) -> bool:
+    """A checkpoint is usable when its trainer state parses and its weights and optimizer exist."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    has_weights = any((folder / name).is_file() for name in WEIGHTS)
+    return has_weights and (folder / "optimizer.pt").is_file() and (folder / "scheduler.pt").is_file()
+
+
+def newest_complete(work_dir: str | Path) -> tuple[Path | None, list[Path]]:
+    """(newest complete checkpoint or None, incomplete checkpoints found)."""
+    found = []
+    for child in Path(work_dir).glob("checkpoint-*"):
+        match = _CHECKPOINT.match(child.name)
+        if match and child.is_dir():
+            found.append((int(match.group(1)), child))
+    incomplete = []
+    for _, folder in sorted(found, reverse=True):
+        if is_complete(folder):
+            return folder, incomplete
+        incomplete.append(folder)
+    return None, incomplete
+
+
+def step_of(checkpoint: Path | None) -> int:
+    return int(_CHECKPOINT.match(checkpoint.name).group(1)) if checkpoint else 0
+
+
+def trim_log(lines: list[dict], step: int) -> list[dict]:
+    """Log entries up to the resumed step: the rerun writes the later ones again."""
+    return [line for line in lines if line.get("step", 0) <= step]
