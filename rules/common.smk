@@ -132,8 +132,9 @@ def run_work_dir(wildcards):
     return f"results/work/train/{KEYS[wildcards.run]['train']}"
 
 
-def run_spec_file(wildcards):
-    return RUNS[wildcards.run].spec_file
+def run_spec_json(wildcards):
+    """The whole compiled spec of a run (the model card documents it)."""
+    return canonical_json(RUNS[wildcards.run].sections)
 
 
 def all_runs(pattern):

@@ -27,7 +27,6 @@ rule model_card:
         report="results/runs/{run}/evaluate/report.json",
         train_manifest="results/runs/{run}/train/manifest.json",
         base_manifest=run_base_manifest,
-        spec_file=run_spec_file,
     output:
         folder=directory("results/runs/{run}/export"),
     log:
@@ -36,10 +35,11 @@ rule model_card:
         CONDA_ENV
     params:
         spec=run_card_json,
+        run_spec=run_spec_json,
     shell:
         """
         python -m scripts.model_card --spec-json {params.spec:q} --run {wildcards.run:q} \
-            --spec-file {input.spec_file:q} --merged {input.merged:q} --report {input.report:q} \
+            --run-spec {params.run_spec:q} --merged {input.merged:q} --report {input.report:q} \
             --train-manifest {input.train_manifest:q} --base-manifest {input.base_manifest:q} \
             --out {output.folder:q} >{log:q} 2>&1
         """

@@ -3,7 +3,7 @@
 The export folder is the merged model's files (hard-linked, so no copy of large weights)
 plus this card; changing the card text never re-merges.
 
-    python -m scripts.model_card --spec-json "$(cat card.json)" --run demo --spec-file specs/demo.yaml \
+    python -m scripts.model_card --spec-json "$(cat card.json)" --run demo --run-spec "$(cat spec.json)" \
         --merged results/runs/demo/merged --report results/runs/demo/evaluate/report.json \
         --train-manifest ... --base-manifest ... --out results/runs/demo/export
 """
@@ -105,7 +105,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec-json", required=True, help="the export.card section as JSON")
     parser.add_argument("--run", required=True)
-    parser.add_argument("--spec-file", required=True)
+    parser.add_argument("--run-spec", required=True, help="the run's compiled spec as JSON")
     parser.add_argument("--merged", required=True)
     parser.add_argument("--report", required=True)
     parser.add_argument("--train-manifest", required=True)
@@ -120,7 +120,7 @@ def main(argv=None):
     text = render_card(
         card,
         args.run,
-        Path(args.spec_file).read_text(),
+        yaml.safe_dump(json.loads(args.run_spec), sort_keys=False),
         read_json(args.report),
         read_json(args.train_manifest),
         read_json(args.base_manifest),

@@ -95,30 +95,34 @@ def _dotted(path) -> str:
     return out
 
 
-def _explain(error, prefix: str = "") -> str:
-    """One readable sentence for a jsonschema error, with a did-you-mean for unknown keys."""
-    where = _dotted([*([prefix] if prefix else []), *error.absolute_path]) or "(top level)"
+def _explain(error, prefix: str = "") -> list[tuple[list, str]]:
+    """Readable (path, sentence) pairs for a jsonschema error; did-you-mean for unknown keys."""
+    path = list(error.absolute_path)
+    where = _dotted([*([prefix] if prefix else []), *path]) or "(top level)"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        parts = []
-        for key in extra:
+        out = []
+        for key in sorted(set(error.instance) - set(allowed)):
             guess = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
             hint = f"did you mean '{guess[0]}'?" if guess else f"allowed keys: {', '.join(allowed)}"
-            parts.append(f"{where}.{key}: unknown key; {hint}".replace("(top level).", ""))
-        return "; ".join(parts)
+            name = key if where == "(top level)" else f"{where}.{key}"
+            out.append(([*path, key], f"{name}: unknown key; {hint}"))
+        return out
     if error.validator == "type" and isinstance(error.instance, str):
-        want = error.validator_value
-        return (
-            f"{where}: expected {want}, got the string {error.instance!r}; "
-            f"write the value without quotes (for example {where.split('.')[-1]}: 3e-4)"
-        )
+        example = f"{where.split('.')[-1]}: 3e-4" if "number" in str(error.validator_value) else "no quotes"
+        return [
+            (
+                path,
+                f"{where}: expected {error.validator_value}, got the string {error.instance!r}; "
+                f"write the value without quotes (for example {example})",
+            )
+        ]
     if error.validator == "enum":
         choices = ", ".join(map(str, error.validator_value))
         guess = difflib.get_close_matches(str(error.instance), map(str, error.validator_value), 1)
         hint = f"; did you mean '{guess[0]}'?" if guess else ""
-        return f"{where}: {error.instance!r} is not one of: {choices}{hint}"
-    return f"{where}: {error.message}"
+        return [(path, f"{where}: {error.instance!r} is not one of: {choices}{hint}")]
+    return [(path, f"{where}: {error.message}")]
 
 
 def schema_errors(value, schema_name: str, prefix: str = "") -> list:
@@ -127,7 +131,7 @@ def schema_errors(value, schema_name: str, prefix: str = "") -> list:
         validator(schema_name).iter_errors(value),
         key=lambda e: (-len(e.absolute_path), list(map(str, e.absolute_path))),
     )
-    return [(list(e.absolute_path), _explain(e, prefix)) for e in errors]
+    return [pair for e in errors for pair in _explain(e, prefix)]
 
 
 def apply_defaults(value, schema: dict):

@@ -1,0 +1,139 @@
+"""End to end on the demo spec in a temporary copy of the workflow: a real `snakemake export`,
+then edits that must rerun exactly the steps that read the edited section."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scripts.common.manifest import validate_manifest
+from scripts.common.spec import schema_errors
+from tests.workflow_fixtures import copy_workflow, jobs_run, snakemake
+
+pytestmark = pytest.mark.slow
+DATA_STEPS = {"shard_data", "clean_shard", "tokenize_shard", "base_model"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
+    proc = snakemake(workdir, "export")
+    ran = jobs_run(proc)
+    assert ran["train_model"] == 1 and ran["smoke_test"] == 1, ran
+    return workdir
+
+
+def edit_spec(workdir: Path, section: str, key: str, value) -> None:
+    path = workdir / "specs" / "demo.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec[section][key] = value
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+def report(workdir: Path) -> dict:
+    return json.loads((workdir / "results/runs/demo/evaluate/report.json").read_text())
+
+
+def test_demo_learns_the_task(built):
+    metrics = report(built)["metrics"]
+    assert metrics["tuned"]["exact_match"] >= 0.9
+    assert metrics["base"]["exact_match"] <= 0.1
+    for name in ("exact_match", "rouge1", "rougeL", "bleu"):
+        assert metrics["tuned"][name] > metrics["base"][name], name
+    assert metrics["tuned"]["validation_loss"] < metrics["base"]["validation_loss"]
+
+
+def test_export_loads_in_a_fresh_process_and_answers_an_unseen_prompt(built):
+    seen = (built / "data/demo/spell_digits.jsonl").read_text()
+    assert '"Spell 8073:"' not in seen
+    code = (
+        "import sys; from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "tok = AutoTokenizer.from_pretrained(sys.argv[1]); model = AutoModelForCausalLM.from_pretrained(sys.argv[1])\n"
+        "ids = tok('Spell 8073:', return_tensors='pt')\n"
+        "out = model.generate(**ids, max_new_tokens=16, do_sample=False)\n"
+        "print(tok.decode(out[0, ids['input_ids'].shape[1]:], skip_special_tokens=True).strip())\n"
+    )
+    folder = built / "results/runs/demo/export"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip() == "eight zero seven three"
+    assert (folder / "model.safetensors").is_file() and (folder / "README.md").is_file()
+    smoke = json.loads((built / "results/runs/demo/smoke_test.json").read_text())
+    assert smoke["counts"]["passed"] == smoke["counts"]["checked"] == 2
+
+
+def test_second_run_does_nothing(built):
+    proc = snakemake(built, "export")
+    assert not jobs_run(proc)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_every_manifest_validates(built):
+    results = built / "results"
+    manifests = [
+        *results.rglob("manifest.json"),
+        *results.rglob("*.manifest.json"),
+        *results.rglob("shards.json"),
+        *results.rglob("smoke_test.json"),
+    ]
+    steps = set()
+    for path in manifests:
+        manifest = json.loads(path.read_text())
+        validate_manifest(manifest)
+        steps.add(manifest["step"])
+        assert manifest["provenance"]["packages"]["torch"].startswith("2.13")
+    assert steps == {
+        "shard_data",
+        "clean_shard",
+        "base_model",
+        "tokenize_shard",
+        "train",
+        "evaluate",
+        "merge_model",
+        "smoke_test",
+    }
+    assert not schema_errors(
+        json.loads((results / "environment.json").read_text()), "manifests/environment.schema.json"
+    )
+    assert not schema_errors(report(built), "report.schema.json")
+
+
+def test_editing_evaluate_reruns_only_evaluation(built):
+    edit_spec(built, "evaluate", "max_new_tokens", 20)
+    ran = jobs_run(snakemake(built, "export"))
+    assert ran["evaluation"] == 1
+    # the card shows the new numbers, so it and the smoke test of the final folder follow
+    assert set(ran) <= {"evaluation", "model_card", "smoke_test", "export"}, ran
+
+
+def test_editing_export_reruns_only_export_steps(built):
+    spec = yaml.safe_load((built / "specs/demo.yaml").read_text())
+    edit_spec(built, "export", "card", {**spec["export"]["card"], "summary": "new words"})
+    assert set(jobs_run(snakemake(built, "export"))) == {"model_card", "smoke_test", "export"}
+    assert "new words" in (built / "results/runs/demo/export/README.md").read_text()
+    edit_spec(built, "export", "max_new_tokens", 12)  # the card documents the spec: it follows
+    assert set(jobs_run(snakemake(built, "export"))) == {"model_card", "smoke_test", "export"}
+    edit_spec(built, "export", "dtype", "bf16")
+    assert set(jobs_run(snakemake(built, "export"))) == {"merge_model", "model_card", "smoke_test", "export"}
+
+
+def test_editing_train_does_not_redo_data_preparation(built):
+    edit_spec(built, "train", "max_steps", 150)
+    ran = jobs_run(snakemake(built, "export"))
+    assert ran["train_model"] == 1
+    assert not DATA_STEPS & set(ran), ran
+
+
+def test_bad_spec_fails_before_any_job(built):
+    edit_spec(built, "train", "learning_rat", 0.1)
+    proc = snakemake(built, "export", check=False)
+    assert proc.returncode != 0
+    assert "train.learning_rat: unknown key; did you mean 'learning_rate'?" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not jobs_run(proc)
