@@ -3,11 +3,16 @@
 snakemake export      # everything: data, base model, train, evaluate, merged model, smoke test
 snakemake evaluate    # stop after evaluation
 snakemake data        # stop after tokenization
+snakemake compare     # every run's metrics side by side, loss and metric plots
+snakemake && snakemake --report report.html   # all of the above, then the HTML report
 """
 
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+
+report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
@@ -17,9 +22,19 @@ include: "rules/model.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/export.smk"
+include: "rules/why.smk"
 
 
 localrules:
+    all,
+    compare,
+    compare_runs,
+    plot_training,
+    plot_metrics,
+    evaluation_page,
+    card_page,
+    push_to_hub,
+    why,
     export,
     evaluate,
     train,
@@ -30,6 +45,8 @@ rule export:
     input:
         all_runs("results/runs/{run}/export"),
         all_runs("results/runs/{run}/smoke_test.json"),
+        pushed_runs("results/runs/{run}/push_to_hub.json"),
+        all_runs("results/runs/{run}/audit/audit.json"),
 
 
 rule evaluate:
@@ -45,3 +62,22 @@ rule train:
 rule data:
     input:
         all_runs("results/runs/{run}/data.done"),
+
+
+rule compare:
+    input:
+        "results/compare/metrics.md",
+        "results/compare/metrics.png",
+        "results/compare/metrics.html",
+        all_runs("results/runs/{run}/report/loss.png"),
+        all_runs("results/runs/{run}/report/metrics.png"),
+        all_runs("results/runs/{run}/report/evaluation.html"),
+
+
+# The default target (`snakemake`, `snakemake --report report.html`): export, compare, model cards.
+rule all:
+    default_target: True
+    input:
+        rules.export.input,
+        rules.compare.input,
+        all_runs("results/runs/{run}/report/model_card.html"),

@@ -110,6 +110,8 @@ AccountingStoragePort=6819
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
+# Keep --comment in accounting: the snakemake executor writes rule_<name>_wildcards_<...> there.
+AccountingStoreFlags=job_comment
 ReturnToService=2
 SchedulerType=sched/backfill
 SelectType=select/cons_tres

@@ -4,6 +4,7 @@ their parameters (one spec slice each, as canonical JSON). Imports nothing heavy
 
 import glob
 import sys
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
@@ -17,13 +18,22 @@ def _spec_files():
     return sorted(glob.glob("specs/*.yaml"))
 
 
+SPEC_FILES = _spec_files()
 try:
-    RUNS = {run.name: run for run in load_specs(_spec_files())}
+    RUNS = {run.name: run for run in load_specs(SPEC_FILES)}
 except SpecError as exc:
     raise WorkflowError(f"invalid spec:\n{exc}") from None
 
 ENV = "results/environment.json"
 CONDA_ENV = "../environment.yml"  # used with --sdm conda; relative to rules/
+
+# --sdm apptainer --config container=docker://IMAGE runs every job inside IMAGE (an image
+# with requirements.txt installed); a runtime choice like the profile, so not in the specs.
+if config.get("container"):
+
+    container: config["container"]
+
+
 KEYS = {name: run.keys for name, run in RUNS.items()}
 DATA = {k["data"]: RUNS[n].sections["data"] for n, k in KEYS.items()}
 MODEL = {k["model"]: (RUNS[n].sections["model"], k["data"]) for n, k in KEYS.items()}
@@ -46,7 +56,15 @@ def data_json(wildcards):
 
 
 def data_sources(wildcards):
-    return [source["path"] for source in DATA[wildcards.dkey]["sources"]]
+    """Source files; a save_to_disk folder stands for the files in it."""
+    paths = []
+    for source in DATA[wildcards.dkey]["sources"]:
+        folder = Path(source["path"])
+        if folder.is_dir():
+            paths += sorted(str(p) for p in folder.rglob("*") if p.is_file())
+        else:
+            paths.append(source["path"])
+    return paths
 
 
 def shard_hashes(dkey):
@@ -77,11 +95,15 @@ def tokenize_json(wildcards):
 
 
 def tokenize_inputs(wildcards):
-    _, dkey, mkey = TOKENS[wildcards.tkey]
-    return {
+    tokenize, dkey, mkey = TOKENS[wildcards.tkey]
+    inputs = {
         "records": f"results/data/{dkey}/clean/{wildcards.shard}.jsonl",
         "model": f"results/models/{mkey}/model",
     }
+    # the template file's text is in the key too; as an input, a missing file is reported clearly
+    if tokenize["chat_template_file"]:
+        inputs["template"] = tokenize["chat_template_file"]
+    return inputs
 
 
 def run_tokens(wildcards):
@@ -139,3 +161,49 @@ def run_spec_json(wildcards):
 
 def all_runs(pattern):
     return [pattern.format(run=name) for name in RUNS]
+
+
+# export: the pieces of a run's export folder, its data manifest, the runs that push to a hub
+def _export_errors():
+    """export.format adapter/both needs an adapter: a cross-section rule checked at DAG time."""
+    for run in RUNS.values():
+        fmt = run.sections["export"]["format"]
+        if fmt != "merged" and run.sections["train"]["method"] == "full":
+            yield (
+                f"{run.spec_file}: export.format: {fmt!r} exports an adapter, but train.method "
+                "is 'full' (no adapter to export); use export.format: merged"
+            )
+
+
+if sorted(set(_export_errors())):
+    raise WorkflowError("invalid spec:\n" + "\n".join(sorted(set(_export_errors()))))
+
+
+def run_export_pieces(wildcards):
+    fmt = RUNS[wildcards.run].sections["export"]["format"]
+    pieces = {
+        "merged": ["merged"],
+        "adapter": ["adapter"],
+        "both": ["merged", "adapter"],
+    }
+    return [f"results/runs/{wildcards.run}/{piece}" for piece in pieces[fmt]]
+
+
+def run_data_manifest(wildcards):
+    return f"results/data/{KEYS[wildcards.run]['data']}/shards.json"
+
+
+def pushed_runs(pattern):
+    """Targets of the runs whose spec opts in to export.push_to_hub."""
+    return [
+        pattern.format(run=name)
+        for name, run in RUNS.items()
+        if "push_to_hub" in run.sections["export"]
+    ]
+
+
+# evaluate and reports: the spec values that differ between runs (the compare table's columns)
+def compare_spec_json(wildcards):
+    from scripts.compare_runs import differing_values
+
+    return canonical_json(differing_values({n: r.sections for n, r in RUNS.items()}))

@@ -10,13 +10,16 @@ checkpoint shard_data:
         "benchmarks/data/{dkey}/shard_data.tsv"
     conda:
         CONDA_ENV
+    threads: 2
     params:
         spec=data_json,
         shard_dir="results/data/{dkey}/raw",
+        cache_dir="results/data/{dkey}/cache",
     shell:
         """
         python -m scripts.shard_data --spec-json {params.spec:q} \
             --shard-dir {params.shard_dir:q} --manifest {output.manifest:q} \
+            --cache-dir {params.cache_dir:q} --workers {threads} \
             --environment {input.env:q} >{log:q} 2>&1
         """
 
@@ -67,9 +70,35 @@ rule tokenize_shard:
         """
 
 
+# Checks every tokenized example before training (labels, EOS at turn ends, lengths) and
+# renders a few with their masked spans marked; `snakemake data` and `export` include it.
+rule audit_data:
+    input:
+        tokens=run_tokens,
+        model=run_base,
+        env=ENV,
+    output:
+        report="results/runs/{run}/audit/audit.json",
+        examples="results/runs/{run}/audit/examples.txt",
+    log:
+        "logs/runs/{run}/audit_data.log",
+    priority: 10
+    conda:
+        CONDA_ENV
+    params:
+        spec=run_section("tokenize"),
+    shell:
+        """
+        python -m scripts.audit_data --spec-json {params.spec:q} --tokens {input.tokens:q} \
+            --tokenizer {input.model:q} --report {output.report:q} \
+            --examples {output.examples:q} --environment {input.env:q} >{log:q} 2>&1
+        """
+
+
 rule data_ready:
     input:
         run_tokens,
+        audit="results/runs/{run}/audit/audit.json",
     output:
         touch("results/runs/{run}/data.done"),
     log:

@@ -8,6 +8,7 @@ rule evaluation:
     output:
         report="results/runs/{run}/evaluate/report.json",
         predictions="results/runs/{run}/evaluate/predictions.jsonl",
+        summary="results/runs/{run}/evaluate/summary.md",
         manifest="results/runs/{run}/evaluate/manifest.json",
     log:
         "logs/runs/{run}/evaluate.log",
@@ -26,4 +27,123 @@ rule evaluation:
             --base {input.base:q} --tuned {input.tuned:q} --train-manifest {input.train_manifest:q} \
             --tokens {input.tokens:q} --out-dir {params.out_dir:q} --run {wildcards.run:q} \
             --threads {threads} --environment {input.env:q} >{log:q} 2>&1
+        """
+
+
+rule plot_training:
+    input:
+        log="results/runs/{run}/train/log.jsonl",
+    output:
+        plot=report(
+            "results/runs/{run}/report/loss.png",
+            caption="../report/loss.rst",
+            category="{run}",
+            subcategory="1 training",
+            labels={"run": "{run}", "figure": "loss curves"},
+        ),
+    log:
+        "logs/runs/{run}/plot_training.log",
+    conda:
+        CONDA_ENV
+    shell:
+        """
+        python -m scripts.plot_training --log {input.log:q} --run {wildcards.run:q} \
+            --out {output.plot:q} >{log:q} 2>&1
+        """
+
+
+rule plot_metrics:
+    input:
+        report="results/runs/{run}/evaluate/report.json",
+    output:
+        plot=report(
+            "results/runs/{run}/report/metrics.png",
+            caption="../report/metrics.rst",
+            category="{run}",
+            subcategory="2 evaluation",
+            labels={"run": "{run}", "figure": "metrics, base against tuned"},
+        ),
+    log:
+        "logs/runs/{run}/plot_metrics.log",
+    conda:
+        CONDA_ENV
+    shell:
+        """
+        python -m scripts.plot_metrics --report {input.report:q} --out {output.plot:q} >{log:q} 2>&1
+        """
+
+
+rule evaluation_page:
+    input:
+        summary="results/runs/{run}/evaluate/summary.md",
+    output:
+        page=report(
+            "results/runs/{run}/report/evaluation.html",
+            caption="../report/evaluation.rst",
+            category="{run}",
+            subcategory="2 evaluation",
+            labels={"run": "{run}", "figure": "metrics and worst examples"},
+        ),
+    log:
+        "logs/runs/{run}/evaluation_page.log",
+    conda:
+        CONDA_ENV
+    shell:
+        """
+        python -m scripts.report_page --markdown {input.summary:q} \
+            --title "{wildcards.run}: evaluation" --out {output.page:q} >{log:q} 2>&1
+        """
+
+
+rule card_page:
+    input:
+        folder="results/runs/{run}/export",
+    output:
+        page=report(
+            "results/runs/{run}/report/model_card.html",
+            caption="../report/card.rst",
+            category="{run}",
+            subcategory="3 model card",
+            labels={"run": "{run}", "figure": "model card"},
+        ),
+    log:
+        "logs/runs/{run}/card_page.log",
+    conda:
+        CONDA_ENV
+    shell:
+        """
+        python -m scripts.report_page --markdown {input.folder:q}/README.md \
+            --title "{wildcards.run}: model card" --out {output.page:q} >{log:q} 2>&1
+        """
+
+
+rule compare_runs:
+    input:
+        reports=all_runs("results/runs/{run}/evaluate/report.json"),
+    output:
+        markdown="results/compare/metrics.md",
+        json="results/compare/metrics.json",
+        page=report(
+            "results/compare/metrics.html",
+            caption="../report/compare.rst",
+            category="0 all runs",
+            labels={"table": "runs compared"},
+        ),
+        plot=report(
+            "results/compare/metrics.png",
+            caption="../report/compare.rst",
+            category="0 all runs",
+            labels={"table": "runs compared (PNG)"},
+        ),
+    log:
+        "logs/compare_runs.log",
+    conda:
+        CONDA_ENV
+    params:
+        diff=compare_spec_json,
+    shell:
+        """
+        python -m scripts.compare_runs --reports {input.reports:q} --diff-json {params.diff:q} \
+            --markdown {output.markdown:q} --json {output.json:q} --html {output.page:q} \
+            --png {output.plot:q} >{log:q} 2>&1
         """

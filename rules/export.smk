@@ -11,7 +11,7 @@ rule merge_model:
     conda:
         CONDA_ENV
     params:
-        spec=run_export_part("dtype"),
+        spec=run_export_part("dtype", "max_shard_size"),
         method=run_method,
     shell:
         """
@@ -21,12 +21,35 @@ rule merge_model:
         """
 
 
+rule export_adapter:
+    input:
+        base=run_base,
+        tuned="results/runs/{run}/train/model",
+        env=ENV,
+    output:
+        adapter=directory("results/runs/{run}/adapter"),
+        manifest="results/runs/{run}/adapter.manifest.json",
+    log:
+        "logs/runs/{run}/export_adapter.log",
+    conda:
+        CONDA_ENV
+    params:
+        method=run_method,
+    shell:
+        """
+        python -m scripts.export_adapter --method {params.method:q} --base {input.base:q} \
+            --tuned {input.tuned:q} --out {output.adapter:q} --manifest {output.manifest:q} \
+            --run {wildcards.run:q} --environment {input.env:q} >{log:q} 2>&1
+        """
+
+
 rule model_card:
     input:
-        merged="results/runs/{run}/merged",
+        pieces=run_export_pieces,
         report="results/runs/{run}/evaluate/report.json",
         train_manifest="results/runs/{run}/train/manifest.json",
         base_manifest=run_base_manifest,
+        data_manifest=run_data_manifest,
     output:
         folder=directory("results/runs/{run}/export"),
     log:
@@ -34,14 +57,14 @@ rule model_card:
     conda:
         CONDA_ENV
     params:
-        spec=run_card_json,
+        spec=run_export_part("card", "format"),
         run_spec=run_spec_json,
     shell:
         """
         python -m scripts.model_card --spec-json {params.spec:q} --run {wildcards.run:q} \
-            --run-spec {params.run_spec:q} --merged {input.merged:q} --report {input.report:q} \
+            --run-spec {params.run_spec:q} --pieces {input.pieces:q} --report {input.report:q} \
             --train-manifest {input.train_manifest:q} --base-manifest {input.base_manifest:q} \
-            --out {output.folder:q} >{log:q} 2>&1
+            --data-manifest {input.data_manifest:q} --out {output.folder:q} >{log:q} 2>&1
         """
 
 
@@ -62,4 +85,25 @@ rule smoke_test:
         python -m scripts.smoke_test --spec-json {params.spec:q} --model {input.model:q} \
             --run {wildcards.run:q} --manifest {output.manifest:q} \
             --environment {input.env:q} >{log:q} 2>&1
+        """
+
+
+rule push_to_hub:
+    input:
+        folder="results/runs/{run}/export",
+        smoke_test="results/runs/{run}/smoke_test.json",
+        env=ENV,
+    output:
+        manifest="results/runs/{run}/push_to_hub.json",
+    log:
+        "logs/runs/{run}/push_to_hub.log",
+    conda:
+        CONDA_ENV
+    params:
+        spec=run_export_part("push_to_hub"),
+    shell:
+        """
+        python -m scripts.push_to_hub --spec-json {params.spec:q} --folder {input.folder:q} \
+            --smoke-test {input.smoke_test:q} --manifest {output.manifest:q} \
+            --run {wildcards.run:q} --environment {input.env:q} >{log:q} 2>&1
         """

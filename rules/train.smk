@@ -1,3 +1,8 @@
+# Training: the number of processes is a resource, not a spec key (results should not depend on
+# where they ran): --set-resources train_model:nproc=2 runs torchrun with 2 processes;
+# train_model:nodes=2 (inside SLURM, with train_model:tasks=2 train_model:mpi=srun so that the
+# SLURM executor allocates one task per node) runs one torchrun per node through srun.
+# `mpi` is deliberately not a default resource: the SLURM plugin refuses an mpi job with 1 task.
 rule train_model:
     input:
         tokens=run_tokens,
@@ -14,12 +19,16 @@ rule train_model:
     conda:
         CONDA_ENV
     threads: run_threads
+    resources:
+        nproc=1,
+        nodes=1,
     params:
         spec=run_section("train"),
         work_dir=run_work_dir,
     shell:
         """
-        python -m scripts.train --spec-json {params.spec:q} --base {input.base:q} \
+        python -m scripts.common.launch --nproc {resources.nproc} --nodes {resources.nodes} \
+            -- --spec-json {params.spec:q} --base {input.base:q} \
             --tokens {input.tokens:q} --work-dir {params.work_dir:q} --out {output.model:q} \
             --log {output.log:q} --manifest {output.manifest:q} \
             --environment {input.env:q} >{log:q} 2>&1

@@ -29,7 +29,14 @@ def training_texts(record_files) -> list[str]:
     """Texts of the training split, in a fixed order (tokenizer training is order-sensitive)."""
     records = [r for f in sorted(record_files) for r in read_jsonl(f) if r["split"] == "train"]
     records.sort(key=lambda r: r["id"])
-    return [r["text"] if "text" in r else f"{r['prompt']} {r['completion']}" for r in records]
+    return [
+        r["text"]
+        if "text" in r
+        else "\n".join(m["content"] for m in r["messages"])
+        if "messages" in r
+        else f"{r['prompt']} {r['completion']}"
+        for r in records
+    ]
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):

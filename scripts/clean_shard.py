@@ -1,4 +1,4 @@
-"""Clean one raw shard (normalise, drop empty/short/long records, dedupe) and split it.
+"""Clean one raw shard (drop empty/short/long records and duplicates) and split it.
 
     python -m scripts.clean_shard --spec-json "$(cat data.json)" --input raw/SHA.jsonl \
         --out clean/SHA.jsonl --manifest clean/SHA.manifest.json
@@ -14,46 +14,51 @@ from collections import Counter
 
 from scripts.common.files import atomic_write_text, jsonl_text, read_jsonl
 from scripts.common.manifest import fail, write_manifest
-from scripts.common.records import is_validation, normalize_record
+from scripts.common.records import is_validation, record_texts
 from scripts.common.spec import SpecError, check_slice
 
-FIELDS = ("text", "prompt", "completion")
 
-
-def drop_reason(record: dict, clean: dict, seen: set, rid: str) -> str | None:
+def drop_reason(record: dict, clean: dict, seen: set) -> str | None:
     """Why a normalised record is dropped, or None to keep it."""
-    if any(not record[k] for k in FIELDS if k in record):
+    texts = record_texts(record)
+    if not texts or any(not text for text in texts):
         return "empty"
-    chars = sum(len(record[k]) for k in FIELDS if k in record)
+    chars = sum(map(len, texts))
     if chars < clean["min_chars"]:
         return "too_short"
     if clean["max_chars"] is not None and chars > clean["max_chars"]:
         return "too_long"
-    if clean["dedupe"] and rid in seen:
+    if clean["dedupe"] and record["id"] in seen:
         return "duplicate"
     return None
 
 
+def split_of(record: dict, data: dict) -> str:
+    """The source's forced split, else by hash (copies from `weight` follow their original)."""
+    forced = record.get("split", "auto")
+    if forced != "auto":
+        return forced
+    rid = record.get("group", record["id"])
+    return "validation" if is_validation(rid, data["validation_fraction"], data["split_seed"]) else "train"
+
+
 def clean_records(raw: list[dict], data: dict):
-    """(kept records with their split, drop counts, a few examples per reason)."""
+    """(kept records with their split, drop counts, a few examples per reason).
+
+    Records arrive normalised (shard_data normalises before hashing, so the shard of a record
+    is the hash of exactly what is kept); cleaning filters, dedupes and splits."""
     clean = data["clean"]
     kept, dropped, examples, seen = [], Counter(), {}, set()
     for row in raw:
-        rid = row["id"]
-        fields = {k: row[k] for k in FIELDS if k in row}
-        record = normalize_record(fields, clean["normalize_whitespace"])
-        reason = drop_reason(record, clean, seen, rid)
+        reason = drop_reason(row, clean, seen)
         if reason:
             dropped[reason] += 1
-            examples.setdefault(reason, [])
-            if len(examples[reason]) < 3:
-                examples[reason].append(json.dumps(fields, ensure_ascii=False)[:200])
+            if len(examples.setdefault(reason, [])) < 3:
+                examples[reason].append(json.dumps(row, ensure_ascii=False)[:200])
             continue
-        seen.add(rid)
-        split = (
-            "validation" if is_validation(rid, data["validation_fraction"], data["split_seed"]) else "train"
-        )
-        kept.append({"id": rid, "split": split, **record})
+        seen.add(row["id"])
+        record = {k: v for k, v in row.items() if k not in ("source", "group", "split")}
+        kept.append({**record, "split": split_of(row, data)})
     return kept, dropped, examples
 
 

@@ -1,90 +1,127 @@
 """Evaluate base and tuned model on the same validation examples: generations, metrics, loss.
 
 Writes `predictions.jsonl` (prompt, reference, base and tuned output, per-example scores,
-worst tuned examples first) and `report.json` (metrics of both models, validated).
+worst tuned example first), `report.json` (flat metrics of both models, which direction is
+better, what improved; validated against schemas/report.schema.json) and `summary.md`.
 
     python -m scripts.evaluate --spec-json "$(cat evaluate.json)" --method lora \
         --base results/models/KEY/model --tuned results/runs/demo/train/model \
-        --tokens tokens/*.parquet --out-dir results/runs/demo/evaluate --run demo
+        --train-manifest results/runs/demo/train/manifest.json \
+        --tokens results/tokens/KEY/*.parquet --out-dir results/runs/demo/evaluate --run demo
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
 
+from scripts.common.evaluation import (
+    build_report,
+    loss_metrics,
+    prediction_rows,
+    rounded,
+    summary_markdown,
+    text_metric_names,
+    text_metrics,
+    wants_loss,
+)
 from scripts.common.files import atomic_write_json, atomic_write_text, jsonl_text
 from scripts.common.manifest import fail, write_manifest
 from scripts.common.spec import SpecError, check_slice, schema_errors
 
-TEXT_METRICS = ("exact_match", "rouge", "bleu")
+
+def load_validation(token_files) -> list[dict]:
+    """The validation rows of the token shards, ordered by record id (independent of shard names)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables([pq.read_table(f) for f in sorted(token_files)])
+    table = table.filter(pc.equal(table["split"], "validation"))
+    return table.take(pc.sort_indices(table, [("id", "ascending")])).to_pylist()
 
 
-def score_model(model, tokenizer, rows: list[dict], ev: dict) -> tuple[dict, list[str]]:
-    """Metrics and generations of one model on the validation rows."""
-    from scripts.common.generation import generate, mean_label_loss
-    from scripts.common.metrics import compute_metrics, perplexity
-
-    prompts = [r["input_ids"][: r["prompt_length"]] for r in rows]
-    outputs = generate(
-        model, tokenizer, prompts, batch_size=ev["batch_size"], max_new_tokens=ev["max_new_tokens"]
-    )
-    names = [m for m in ev["metrics"] if m in TEXT_METRICS]
-    options = {"exact_match": ev["exact_match"]} if "exact_match" in names else {}
-    metrics = compute_metrics(names, outputs, [r["reference"] for r in rows], options)
-    if "bleu" in metrics:
-        metrics["bleu"] = metrics["bleu"]["score"]
-    metrics.update(metrics.pop("rouge", {}))
-    if "perplexity" in ev["metrics"]:
-        loss = mean_label_loss(
-            model,
-            [(r["input_ids"], r["labels"]) for r in rows],
-            batch_size=ev["batch_size"],
-            pad_id=tokenizer.pad_token_id,
+def select_rows(rows: list[dict], ev: dict) -> tuple[list[dict], list[int]]:
+    """The examples scored (first max_examples by id) and the indices of those generated from:
+    rows with a prompt, when a text metric is asked for (plain text gets loss only)."""
+    rows = rows[: ev["max_examples"]] if ev["max_examples"] else rows
+    if not rows:
+        fail("the validation split is empty: raise data.validation_fraction or add records")
+    generated = [i for i, r in enumerate(rows) if r["prompt_length"] > 0] if text_metric_names(ev) else []
+    if text_metric_names(ev) and not generated:
+        fail(
+            f"evaluate.metrics asks for {', '.join(text_metric_names(ev))}, which score generations, "
+            "but no validation record has a prompt (plain-text data): use evaluate.metrics: "
+            "[loss, perplexity], or map prompt and completion (or chat messages) in data.sources"
         )
-        metrics["validation_loss"], metrics["perplexity"] = loss, perplexity(loss)
-    return {k: round(float(v), 6) for k, v in metrics.items()}, outputs
+    return rows, generated
 
 
-def per_example(outputs: list[str], rows: list[dict], ev: dict) -> list[dict]:
-    from scripts.common.metrics import exact_match_per_example, rouge_per_example
+def score_model(model, tokenizer, rows: list[dict], generated: list[int], ev: dict, timings: dict, name: str):
+    """One model's report metrics, outputs ({row index: text}) and per-row losses."""
+    from scripts.common.generation import Decoding, generate, label_losses, mean_loss, pad_id_of
 
-    refs = [r["reference"] for r in rows]
-    em = exact_match_per_example(outputs, refs, **ev["exact_match"])
-    rl = rouge_per_example(outputs, refs)
-    return [{"exact_match": e, "rougeL": round(r, 6)} for e, r in zip(em, rl)]
+    found: dict[str, float] = {}
+    outputs: dict[int, str] = {}
+    if generated:
+        start = time.perf_counter()
+        prompts = [rows[i]["input_ids"][: rows[i]["prompt_length"]] for i in generated]
+        texts = generate(model, tokenizer, prompts, Decoding.from_spec(ev))
+        timings[f"{name}_generate"] = time.perf_counter() - start
+        outputs = dict(zip(generated, texts))
+        found.update(text_metrics(ev, texts, [rows[i]["reference"] for i in generated]))
+    losses = None
+    if wants_loss(ev):
+        start = time.perf_counter()
+        pairs = [(r["input_ids"], r["labels"]) for r in rows]
+        losses = label_losses(model, pairs, batch_size=ev["batch_size"], pad_id=pad_id_of(tokenizer))
+        timings[f"{name}_loss"] = time.perf_counter() - start
+        mean = mean_loss(losses)
+        if math.isnan(mean):
+            fail("no validation example has a label token: check tokenize.max_length and the data")
+        found.update(loss_metrics(ev, mean))
+    return {"metrics": rounded(found), "outputs": outputs, "losses": losses}
 
 
-def prediction_rows(rows, tuned_out, base_out, ev) -> list[dict]:
-    tuned_scores = per_example(tuned_out, rows, ev)
-    base_scores = per_example(base_out, rows, ev) if base_out else [None] * len(rows)
-    out = [
-        {
-            "id": r["id"],
-            "prompt": r["prompt"],
-            "reference": r["reference"],
-            "base": b,
-            "tuned": t,
-            "scores": {"tuned": ts, "base": bs},
-        }
-        for r, t, b, ts, bs in zip(rows, tuned_out, base_out or [None] * len(rows), tuned_scores, base_scores)
-    ]
-    return sorted(
-        out, key=lambda p: (p["scores"]["tuned"]["exact_match"], p["scores"]["tuned"]["rougeL"], p["id"])
-    )
+def on_accelerator(model):
+    """The model on the GPU when there is one (loaders return CPU models); quantized models stay put."""
+    import torch
+
+    if torch.cuda.is_available() and getattr(model, "hf_quantizer", None) is None:
+        return model.to("cuda")
+    return model
+
+
+def evaluate_models(args, ev: dict, rows: list[dict], generated: list[int], timings: dict) -> dict:
+    """Results per model ("tuned", and "base" when compare_base), loading one model at a time."""
+    from scripts.common.modeling import load_base_model, load_tokenizer, load_tuned_model
+
+    tokenizer = load_tokenizer(args.base, padding_side="left")  # the tokenizer that made the tokens
+    loaders = {"tuned": lambda: load_tuned_model(args.base, args.tuned, args.method)}
+    if ev["compare_base"]:
+        loaders["base"] = lambda: load_base_model(args.base)
+    results = {}
+    for name, load in loaders.items():
+        start = time.perf_counter()
+        model = on_accelerator(load())
+        timings[f"{name}_load"] = time.perf_counter() - start
+        results[name] = score_model(model, tokenizer, rows, generated, ev, timings, name)
+        del model
+    return results
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec-json", required=True, help="the evaluate section as JSON")
-    parser.add_argument("--method", required=True, choices=["full", "lora"])
-    parser.add_argument("--base", required=True)
-    parser.add_argument("--tuned", required=True)
+    parser.add_argument("--method", required=True, help="the train method (full, lora, qlora, ...)")
+    parser.add_argument("--base", required=True, help="base model folder")
+    parser.add_argument("--tuned", required=True, help="the trained model or adapter folder")
     parser.add_argument("--train-manifest", required=True)
-    parser.add_argument("--tokens", nargs="+", required=True)
+    parser.add_argument("--tokens", nargs="+", required=True, help="token parquet shards")
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--run", required=True)
     parser.add_argument("--threads", type=int, default=2)
@@ -99,34 +136,21 @@ def main(argv=None):
         ev = check_slice("evaluate", json.loads(args.spec_json))
     except SpecError as exc:
         fail(str(exc))
-    from scripts.common.modeling import load_base_model, load_tokenizer, load_tuned_model, pin_threads
-    from scripts.train import load_split
+    from scripts.common.modeling import pin_threads
 
-    pin_threads(args.threads, 0)
-    rows = load_split(args.tokens, "validation").to_pylist()[: ev["max_examples"]]
-    rows = [r for r in rows if r["prompt_length"] > 0]
-    if not rows:
-        fail("no validation examples with a prompt: evaluation needs prompt/completion records")
-    tokenizer = load_tokenizer(args.tuned, padding_side="left")
-    tuned_metrics, tuned_out = score_model(
-        load_tuned_model(args.base, args.tuned, args.method), tokenizer, rows, ev
-    )
-    base_metrics, base_out = (None, None)
-    if ev["compare_base"]:
-        base_metrics, base_out = score_model(load_base_model(args.base), tokenizer, rows, ev)
-    out = Path(args.out_dir)
-    predictions = prediction_rows(rows, tuned_out, base_out, ev)
-    atomic_write_text(out / "predictions.jsonl", jsonl_text(predictions))
-    report = {
-        "schema_version": 1,
-        "run": args.run,
-        "examples": len(rows),
-        "metrics": {"base": base_metrics, "tuned": tuned_metrics},
-        "worst": predictions[:5],
-    }
+    pin_threads(args.threads, ev["seed"])
+    rows, generated = select_rows(load_validation(args.tokens), ev)
+    timings: dict[str, float] = {}
+    results = evaluate_models(args, ev, rows, generated, timings)
+    predictions = prediction_rows(ev, rows, results)
+    base = results["base"]["metrics"] if "base" in results else None
+    report = build_report(args.run, len(rows), len(generated), base, results["tuned"]["metrics"], predictions)
     errors = schema_errors(report, "report.schema.json")
     if errors:
-        fail(f"report does not match its schema: {errors}")
+        fail(f"report does not match schemas/report.schema.json: {errors}")
+    out = Path(args.out_dir)
+    atomic_write_text(out / "predictions.jsonl", jsonl_text(predictions))
+    atomic_write_text(out / "summary.md", summary_markdown(report, predictions))
     atomic_write_json(out / "report.json", report)
     write_manifest(
         out / "manifest.json",
@@ -134,13 +158,13 @@ def main(argv=None):
         ev,
         run=args.run,
         inputs=[*sorted(args.tokens), args.train_manifest],
-        outputs=[out / "report.json", out / "predictions.jsonl"],
-        counts={"examples": len(rows)},
-        details={"metrics": {"base": base_metrics, "tuned": tuned_metrics}},
-        timings={"total": time.perf_counter() - start},
+        outputs=[out / "report.json", out / "predictions.jsonl", out / "summary.md"],
+        counts={"examples": len(rows), "generated": len(generated)},
+        details={"metrics": report["metrics"], "improved": report["improved"]},
+        timings={**timings, "total": time.perf_counter() - start},
         environment=args.environment,
     )
-    print(json.dumps(report["metrics"], indent=1), file=sys.stderr)
+    print(summary_markdown(report, predictions, worst=3), file=sys.stderr)
 
 
 if __name__ == "__main__":

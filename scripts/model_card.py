@@ -1,11 +1,13 @@
 """Write the model card (README.md with hub metadata) and assemble the export folder.
 
-The export folder is the merged model's files (hard-linked, so no copy of large weights)
-plus this card; changing the card text never re-merges.
+The export folder is the merged model's files and/or the adapter's (hard-linked, so no copy
+of large weights) plus this card; changing the card text never re-merges. Layout by
+export.format: merged or adapter at the top; both: merged at the top, adapter in adapter/.
 
-    python -m scripts.model_card --spec-json "$(cat card.json)" --run demo --run-spec "$(cat spec.json)" \
-        --merged results/runs/demo/merged --report results/runs/demo/evaluate/report.json \
-        --train-manifest ... --base-manifest ... --out results/runs/demo/export
+    python -m scripts.model_card --spec-json '{"card": {...}, "format": "merged"}' --run demo \
+        --run-spec "$(cat spec.json)" --pieces results/runs/demo/merged \
+        --report results/runs/demo/evaluate/report.json --train-manifest ... \
+        --base-manifest ... --data-manifest results/data/KEY/shards.json --out results/runs/demo/export
 """
 
 from __future__ import annotations
@@ -20,6 +22,41 @@ from pathlib import Path
 import yaml
 
 from scripts.common.files import atomic_write_text, read_json
+from scripts.common.manifest import fail
+
+SKIP = {".snakemake_timestamp"}
+
+
+def card_metadata(card: dict, fmt: str, run: str, spec: dict, report: dict, train: dict, base: dict) -> str:
+    """The YAML front matter the hub reads (built with huggingface_hub, so it validates there)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    datasets = card["datasets"] or [s["path"] for s in spec["data"]["sources"]]
+    method = train["details"]["method"]
+    results = [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type=datasets[0],
+            dataset_name=f"{run} validation split",
+            dataset_split="validation",
+            metric_type=name,
+            metric_value=value,
+        )
+        for name, value in report["metrics"]["tuned"].items()
+    ]
+    adapter_tags = ["peft", "lora"] if fmt != "merged" else []
+    return ModelCardData(
+        base_model=base["details"]["weights"] if base["details"]["source"] == "id" else None,
+        library_name="peft" if fmt == "adapter" else "transformers",
+        license=card["license"],
+        language=card["language"],
+        datasets=datasets,
+        metrics=list(spec["evaluate"]["metrics"]),
+        pipeline_tag="text-generation",
+        tags=["tunemake", "sft", method, *adapter_tags, *card["tags"]],
+        model_name=run,
+        eval_results=results,
+    ).to_yaml()
 
 
 def metrics_table(report: dict) -> str:
@@ -31,35 +68,69 @@ def metrics_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def render_card(card: dict, run: str, spec_text: str, report: dict, train: dict, base: dict) -> str:
-    """The README.md text: YAML metadata, summary, evaluation, training, spec, provenance."""
-    meta = {
-        "library_name": "transformers",
-        "license": card["license"],
-        "language": card["language"],
-        "tags": ["tunemake", "sft", train["details"]["method"], *card["tags"]],
-        "base_model": base["details"]["weights"] if base["details"]["source"] != "build" else None,
-        "model-index": [
-            {
-                "name": run,
-                "results": [
-                    {
-                        "task": {"type": "text-generation"},
-                        "metrics": [{"type": k, "value": v} for k, v in report["metrics"]["tuned"].items()],
-                    }
-                ],
-            }
-        ],
-    }
-    meta = {k: v for k, v in meta.items() if v is not None}
-    prov, counts = train["provenance"], train["counts"]
+def usage(fmt: str, base: dict) -> str:
+    """How to load the export: plain transformers for the merged model, PEFT for the adapter."""
+    merged = (
+        "```python\nfrom transformers import pipeline\n"
+        'generate = pipeline("text-generation", model="PATH_OR_REPO")\n```'
+    )
+    where = "" if fmt == "adapter" else ', subfolder="adapter"'
+    base_ref = base["details"]["weights"] if base["details"]["source"] != "build" else "BASE_FOLDER"
+    adapter = (
+        "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n"
+        f'base = AutoModelForCausalLM.from_pretrained("{base_ref}")\n'
+        f'model = PeftModel.from_pretrained(base, "PATH_OR_REPO"{where})\n```'
+    )
+    parts = {"merged": [merged], "adapter": [adapter], "both": [merged, adapter]}[fmt]
+    return "\n\n".join(parts)
+
+
+def training_summary(train: dict) -> str:
+    spec, counts, details = train["spec"], train["counts"], train["details"]
+    lines = [
+        f"- method: {details['method']}, precision: {details['precision']}",
+        f"- steps: {counts['steps']}, examples: {counts['examples']}, tokens: {counts['train_tokens']}",
+        f"- learning rate: {spec['learning_rate']}, batch per device: {spec['per_device_batch_size']}",
+        f"- loss: {details['first_loss']:.4f} -> {details['final_loss']:.4f}",
+        f"- trainable parameters: {counts['trainable_parameters']} of {counts['total_parameters']}",
+    ]
+    if details["method"] != "full":
+        lora = spec["lora"]
+        lines.append(f"- LoRA: r {lora['r']}, alpha {lora['alpha']}, modules {lora['target_modules']}")
+    return "\n".join(lines)
+
+
+def provenance(train: dict, base: dict, data: dict) -> str:
+    prov = train["provenance"]
+    sources = "".join(f"\n  - {i['path']}: sha256 {i['sha256']}" for i in data["inputs"])
+    source, weights = base["details"]["source"], base["details"]["weights"]
+    described = {
+        "build": "built from the spec's model.build section (random initialisation)",
+        "id": f"hub id {weights}",
+        "path": f"local folder {weights}",
+    }[source]
+    return f"""- base model: {described}
+- data sources:{sources}
+- tokenized shards: {", ".join(i["sha256"][:12] for i in train["inputs"])}
+- packages: {", ".join(f"{k} {v}" for k, v in sorted(prov["packages"].items()))}
+- device: {prov["device"]}, python: {prov["python"]}, git commit: {prov["git_commit"]}"""
+
+
+def render_card(export: dict, run: str, spec: dict, report: dict, train: dict, base: dict, data: dict) -> str:
+    """The README.md text: YAML metadata, summary, usage, evaluation, training, spec, provenance."""
+    card, fmt = export["card"], export["format"]
+    meta = card_metadata(card, fmt, run, spec, report, train, base)
     return f"""---
-{yaml.safe_dump(meta, sort_keys=False).strip()}
+{meta.strip()}
 ---
 
 # {run}
 
 {card["summary"] or "Fine-tuned with tunemake."}
+
+## Use
+
+{usage(fmt, base)}
 
 ## Evaluation ({report["examples"]} validation examples, base against tuned)
 
@@ -67,23 +138,17 @@ def render_card(card: dict, run: str, spec_text: str, report: dict, train: dict,
 
 ## Training
 
-- method: {train["details"]["method"]}, precision: {train["details"]["precision"]}
-- steps: {counts["steps"]}, examples: {counts["examples"]}, tokens: {counts["train_tokens"]}
-- loss: {train["details"]["first_loss"]:.4f} -> {train["details"]["final_loss"]:.4f}
-- trainable parameters: {counts["trainable_parameters"]} of {counts["total_parameters"]}
+{training_summary(train)}
 
 ## Spec
 
 ```yaml
-{spec_text.strip()}
+{yaml.safe_dump(spec, sort_keys=False).strip()}
 ```
 
 ## Provenance
 
-- base model: {base["details"]["source"]} ({base["details"]["weights"]})
-- training data: {", ".join(i["path"] + " " + i["sha256"][:12] for i in train["inputs"])}
-- packages: {", ".join(f"{k} {v}" for k, v in sorted(prov["packages"].items()))}
-- device: {prov["device"]}, git commit: {prov["git_commit"]}
+{provenance(train, base, data)}
 """
 
 
@@ -94,6 +159,8 @@ def link_tree(src: Path, dst: Path) -> None:
         if path.is_dir():
             target.mkdir(parents=True, exist_ok=True)
             continue
+        if path.name in SKIP:
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(path, target)
@@ -101,32 +168,49 @@ def link_tree(src: Path, dst: Path) -> None:
             shutil.copy2(path, target)
 
 
+def layout(pieces: list[str], fmt: str) -> list[tuple[Path, str]]:
+    """(source folder, place in the export folder) for each piece, by export.format."""
+    adapters = [Path(p) for p in pieces if (Path(p) / "adapter_config.json").is_file()]
+    merged = [Path(p) for p in pieces if Path(p) not in adapters]
+    wanted = {"merged": (1, 0), "adapter": (0, 1), "both": (1, 1)}[fmt]
+    if (len(merged), len(adapters)) != wanted:
+        raise ValueError(f"export.format {fmt!r} needs {wanted} merged/adapter folders, got {pieces}")
+    return [(m, ".") for m in merged] + [(a, "." if fmt == "adapter" else "adapter") for a in adapters]
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec-json", required=True, help="the export.card section as JSON")
+    parser.add_argument("--spec-json", required=True, help="export.card and export.format as JSON")
     parser.add_argument("--run", required=True)
     parser.add_argument("--run-spec", required=True, help="the run's compiled spec as JSON")
-    parser.add_argument("--merged", required=True)
+    parser.add_argument("--pieces", nargs="+", required=True, help="merged and/or adapter folders")
     parser.add_argument("--report", required=True)
     parser.add_argument("--train-manifest", required=True)
     parser.add_argument("--base-manifest", required=True)
+    parser.add_argument("--data-manifest", required=True, help="shards.json (source hashes)")
     parser.add_argument("--out", required=True)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    card = json.loads(args.spec_json)
+    export = json.loads(args.spec_json)
     text = render_card(
-        card,
+        export,
         args.run,
-        yaml.safe_dump(json.loads(args.run_spec), sort_keys=False),
+        json.loads(args.run_spec),
         read_json(args.report),
         read_json(args.train_manifest),
         read_json(args.base_manifest),
+        read_json(args.data_manifest),
     )
     out = Path(args.out)
-    link_tree(Path(args.merged), out)
+    try:
+        places = layout(args.pieces, export["format"])
+    except ValueError as exc:
+        fail(str(exc))
+    for src, place in places:
+        link_tree(src, out / place)
     atomic_write_text(out / "README.md", text)
     print(f"export folder ready: {out}", file=sys.stderr)
 

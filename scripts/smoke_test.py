@@ -13,14 +13,21 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from scripts.common.manifest import fail, write_manifest
 
+CONFIG_FILES = ("config.json", "adapter_config.json", "README.md")
 
-def run_prompts(model_dir: str, prompts: list[dict], max_new_tokens: int) -> list[dict]:
+
+def load_generator(model_dir: str):
+    """A plain transformers text-generation pipeline on the folder (an adapter folder works too)."""
     from transformers import pipeline
 
-    generator = pipeline("text-generation", model=model_dir, tokenizer=model_dir, device="cpu")
+    return pipeline("text-generation", model=model_dir, tokenizer=model_dir, device="cpu")
+
+
+def run_prompts(generator, prompts: list[dict], max_new_tokens: int) -> list[dict]:
     results = []
     for item in prompts:
         out = generator(
@@ -38,6 +45,22 @@ def run_prompts(model_dir: str, prompts: list[dict], max_new_tokens: int) -> lis
     return results
 
 
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def verdict(results: list[dict]) -> str | None:
+    """The failure message for empty or unexpected generations, or None when all passed."""
+    empty = [r["prompt"] for r in results if not r["output"]]
+    wrong = [r for r in results if r["ok"] is False]
+    problems = []
+    if empty:
+        problems.append(f"nothing generated for {empty}")
+    problems += [f"{r['prompt']!r} gave {r['output']!r}, expected {r['expected']!r}" for r in wrong]
+    return "smoke test failed: " + "; ".join(problems) if problems else None
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec-json", required=True, help='{"smoke_prompts": [...], "max_new_tokens": N}')
@@ -53,27 +76,31 @@ def main(argv=None):
     start = time.perf_counter()
     spec = json.loads(args.spec_json)
     try:
-        results = run_prompts(args.model, spec["smoke_prompts"], spec["max_new_tokens"])
-    except (OSError, ValueError, KeyError) as exc:
-        fail(f"smoke test: the export folder {args.model} does not load with transformers: {exc}")
+        generator = load_generator(args.model)
+    except Exception as exc:  # any load failure (corrupt safetensors, missing files) ends the step
+        fail(
+            f"smoke test: the export folder {args.model} does not load with transformers "
+            f"({first_line(exc)}); the export is broken or incomplete: rebuild it with "
+            "`snakemake export --forcerun merge_model` (export_adapter for an adapter export)"
+        )
+    try:
+        results = run_prompts(generator, spec["smoke_prompts"], spec["max_new_tokens"])
+    except Exception as exc:
+        fail(f"smoke test: {args.model} loaded but generation failed ({first_line(exc)})")
     for r in results:
         print(
             f"{r['prompt']!r} -> {r['output']!r}" + ("" if r["ok"] is None else f" ok={r['ok']}"),
             file=sys.stderr,
         )
-    empty = [r["prompt"] for r in results if not r["output"]]
-    wrong = [r for r in results if r["ok"] is False]
-    if empty or wrong:
-        fail(
-            f"smoke test failed: empty outputs for {empty}; unexpected outputs: "
-            + "; ".join(f"{r['prompt']!r} gave {r['output']!r}, expected {r['expected']!r}" for r in wrong)
-        )
+    problem = verdict(results)
+    if problem:
+        fail(problem)
     write_manifest(
         args.manifest,
         "smoke_test",
         spec,
         run=args.run,
-        inputs=[f"{args.model}/config.json"],
+        inputs=[p for p in map(Path(args.model).joinpath, CONFIG_FILES) if p.is_file()],
         counts={
             "prompts": len(results),
             "checked": sum(r["ok"] is not None for r in results),

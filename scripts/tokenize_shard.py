@@ -1,8 +1,10 @@
-"""Tokenize one cleaned shard into a parquet of input_ids and labels (prompt masked to -100).
+"""Tokenize one cleaned shard into a parquet of input_ids and labels (masked spans are -100).
 
-The prompt is tokenized with the tokenizer's special tokens (BOS), the completion without,
-and EOS is appended and kept as a label so the model learns to stop. Generation at
-evaluation feeds exactly the prompt ids, so training and inference agree at the boundary.
+Text: trained whole. Prompt/completion: the prompt is tokenized with the tokenizer's special
+tokens (BOS), the completion without; EOS is appended and kept as a label. Chat: rendered with
+the chat template and tokenized span by span (special tokens come from the template), so
+`prompt_length` (the rendered generation prompt of the last assistant turn) is a token
+boundary. Every text of the shard goes through one batched call of the Rust tokenizer.
 
     python -m scripts.tokenize_shard --spec-json "$(cat tokenize.json)" --input clean/SHA.jsonl \
         --tokenizer results/models/KEY/model --out tokens/SHA.parquet --manifest tokens/SHA.manifest.json
@@ -11,75 +13,112 @@ evaluation feeds exactly the prompt ids, so training and inference agree at the 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
+from scripts.common.chat import TemplateError, chat_segments, compile_template, load_tokenizer_files
 from scripts.common.files import read_jsonl
 from scripts.common.manifest import fail, write_manifest
 from scripts.common.spec import SpecError, check_slice
 
 IGNORE = -100
+COLUMNS = ("id", "split", "input_ids", "labels", "prompt_length", "prompt", "reference")
 
 
-def encode_record(record: dict, tokenizer, tok: dict) -> tuple[list[int], list[int], int]:
-    """(input_ids, labels, prompt length) of one record."""
-    eos = [tokenizer.eos_token_id] if tok["add_eos"] else []
+def template_text(tok: dict, tokenizer, workdir: Path = Path(".")) -> str | None:
+    if tok["chat_template"]:
+        return tok["chat_template"]
+    if tok["chat_template_file"]:
+        return (workdir / tok["chat_template_file"]).read_text(encoding="utf-8")
+    return tokenizer.chat_template
+
+
+def plan_record(record: dict, tok: dict, template, special: dict):
+    """(segments [(text, trained, in_prompt, add_special)], prompt, reference) of one record."""
     if "text" in record:
-        ids = tokenizer(record["text"])["input_ids"] + eos
-        return ids, list(ids), 0
-    prompt = tokenizer(record["prompt"])["input_ids"]
-    completion = tokenizer(record["completion"], add_special_tokens=False)["input_ids"] + eos
-    return prompt + completion, [IGNORE] * len(prompt) + completion, len(prompt)
+        return [(record["text"], True, False, True)], "", record["text"]
+    if "prompt" in record:
+        segments = [
+            (record["prompt"], tok["loss_on"] == "all", True, True),
+            (record["completion"], True, False, False),
+        ]
+        return segments, record["prompt"], record["completion"]
+    if template is None:
+        raise TemplateError(
+            "chat records need a chat template: the tokenizer has none; set tokenize.chat_template "
+            "(inline Jinja) or tokenize.chat_template_file"
+        )
+    segments, prompt, reference = chat_segments(template, record["messages"], special, tok["loss_on"])
+    return [(text, trained, in_prompt, False) for text, trained, in_prompt in segments], prompt, reference
 
 
-def tokenize_records(records: list[dict], tokenizer, tok: dict):
-    """Rows for the parquet table plus counts (dropped or truncated overlong examples)."""
-    rows, dropped, truncated = [], Counter(), 0
-    for record in records:
-        ids, labels, prompt_len = encode_record(record, tokenizer, tok)
-        if len(ids) > tok["max_length"]:
+def encode_all(plans: list, tokenizer) -> list[list[list[int]]]:
+    """Token ids of every segment, from two batched calls (with and without special tokens)."""
+    groups = {True: [], False: []}
+    for segments, _, _ in plans:
+        for text, _, _, special in segments:
+            groups[special].append(text)
+    encoded = {
+        flag: iter(tokenizer.encode(texts, flag)) if texts else iter(()) for flag, texts in groups.items()
+    }
+    return [[next(encoded[special]) for _, _, _, special in segments] for segments, _, _ in plans]
+
+
+def assemble(segments, ids_per_segment, eos: list[int]) -> tuple[list[int], list[int], int]:
+    ids, labels, prompt_length = [], [], 0
+    for (_, trained, in_prompt, _), seg_ids in zip(segments, ids_per_segment):
+        ids += seg_ids
+        labels += seg_ids if trained else [IGNORE] * len(seg_ids)
+        if in_prompt:
+            prompt_length = len(ids)
+    return ids + eos, labels + eos, prompt_length
+
+
+def tokenize_records(records: list[dict], tokenizer, tok: dict, template_source: str | None = None):
+    """Columns for the parquet table plus counts (dropped or truncated overlong examples)."""
+    template = compile_template(template_source) if template_source else None
+    special = tokenizer.special
+    plans = [plan_record(r, tok, template, special) for r in records]
+    eos_id = tokenizer.ids["eos_token"]
+    eos = [eos_id] if tok["add_eos"] and eos_id is not None else []
+    columns = {name: [] for name in COLUMNS}
+    dropped, truncated, limit = Counter(), 0, tok["max_length"]
+    for record, plan, seg_ids in zip(records, plans, encode_all(plans, tokenizer)):
+        ids, labels, prompt_length = assemble(plan[0], seg_ids, eos if "messages" not in record else [])
+        if len(ids) > limit:
             if tok["overlong"] == "drop":
                 dropped["too_many_tokens"] += 1
                 continue
-            ids, labels, truncated = ids[: tok["max_length"]], labels[: tok["max_length"]], truncated + 1
+            ids, labels, prompt_length, truncated = (
+                ids[:limit],
+                labels[:limit],
+                min(prompt_length, limit),
+                truncated + 1,
+            )
         if all(label == IGNORE for label in labels):
             dropped["no_labels"] += 1
             continue
-        rows.append(
-            {
-                "id": record["id"],
-                "split": record["split"],
-                "input_ids": ids,
-                "labels": labels,
-                "prompt_length": prompt_len,
-                "prompt": record.get("prompt", ""),
-                "reference": record.get("completion", record.get("text", "")),
-            }
-        )
-    return rows, dropped, truncated
+        for name, value in zip(
+            COLUMNS, (record["id"], record["split"], ids, labels, prompt_length, *plan[1:])
+        ):
+            columns[name].append(value)
+    return columns, dropped, truncated
 
 
-def write_parquet(rows: list[dict], path: str) -> None:
+def write_parquet(columns: dict, path: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from scripts.common.files import atomic_write_bytes
 
-    schema = pa.schema(
-        [
-            ("id", pa.string()),
-            ("split", pa.string()),
-            ("input_ids", pa.list_(pa.int32())),
-            ("labels", pa.list_(pa.int32())),
-            ("prompt_length", pa.int32()),
-            ("prompt", pa.string()),
-            ("reference", pa.string()),
-        ]
-    )
+    types = {"input_ids": pa.list_(pa.int32()), "labels": pa.list_(pa.int32()), "prompt_length": pa.int32()}
+    table = pa.table({name: pa.array(columns[name], type=types.get(name, pa.string())) for name in COLUMNS})
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink)
+    pq.write_table(table, sink)
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
@@ -99,34 +138,36 @@ def main(argv=None):
     start = time.perf_counter()
     try:
         tok = check_slice("tokenize", json.loads(args.spec_json))
-    except SpecError as exc:
-        fail(str(exc))
-    from scripts.common.modeling import load_tokenizer
-
-    tokenizer = load_tokenizer(args.tokenizer)
-    rows, dropped, truncated = tokenize_records(read_jsonl(args.input), tokenizer, tok)
-    write_parquet(rows, args.out)
-    train = sum(r["split"] == "train" for r in rows)
+        tokenizer = load_tokenizer_files(args.tokenizer)
+        source = template_text(tok, tokenizer)
+        columns, dropped, truncated = tokenize_records(read_jsonl(args.input), tokenizer, tok, source)
+    except (SpecError, TemplateError, OSError) as exc:
+        fail(f"{args.input}: {exc}")
+    write_parquet(columns, args.out)
+    template_sha = hashlib.sha256(source.encode()).hexdigest() if source else None
+    rows = len(columns["id"])
+    train = sum(split == "train" for split in columns["split"])
+    inputs = [args.input, f"{args.tokenizer}/tokenizer.json"]
     write_manifest(
         args.manifest,
         "tokenize_shard",
         tok,
-        inputs=[args.input, f"{args.tokenizer}/tokenizer.json"],
+        inputs=[p for p in [*inputs, tok["chat_template_file"]] if p and Path(p).is_file()],
         outputs=[args.out],
         counts={
-            "examples": len(rows),
+            "examples": rows,
             "train": train,
-            "validation": len(rows) - train,
-            "tokens": sum(len(r["input_ids"]) for r in rows),
-            "label_tokens": sum(sum(x != IGNORE for x in r["labels"]) for r in rows),
+            "validation": rows - train,
+            "tokens": sum(map(len, columns["input_ids"])),
+            "label_tokens": sum(len(labels) - labels.count(IGNORE) for labels in columns["labels"]),
             "dropped": dict(dropped),
             "truncated": truncated,
         },
-        details={"max_length": tok["max_length"]},
+        details={"max_length": tok["max_length"], "chat_template_sha256": template_sha},
         timings={"total": time.perf_counter() - start},
         environment=args.environment,
     )
-    print(f"{len(rows)} examples; dropped {dict(dropped)}; truncated {truncated}", file=sys.stderr)
+    print(f"{rows} examples; dropped {dict(dropped)}; truncated {truncated}", file=sys.stderr)
 
 
 if __name__ == "__main__":

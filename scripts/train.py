@@ -1,8 +1,9 @@
-"""Fine-tune the base model on the tokenized shards with TRL's SFTTrainer (full or LoRA).
+"""Fine-tune the base model on the tokenized shards with TRL's SFTTrainer: full, LoRA or QLoRA.
 
 Checkpoints go to a work folder keyed by the train step's content key (outside the declared
 outputs, which Snakemake deletes before a job runs); a rerun resumes from the newest complete
-checkpoint there. Writes the model (or adapter) folder, a JSONL training log and a manifest.
+checkpoint there. Writes the model (or adapter, with the tokenizer beside it), a JSONL
+training log and a manifest. Runs alone or under torchrun (scripts.common.launch starts it).
 
     python -m scripts.train --spec-json "$(cat train.json)" --base results/models/KEY/model \
         --tokens tokens/*.parquet --work-dir results/work/train/KEY \
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -22,18 +24,40 @@ from pathlib import Path
 from scripts.common.checkpoints import newest_complete, step_of, trim_log
 from scripts.common.files import atomic_write_text, jsonl_text, read_jsonl
 from scripts.common.manifest import fail, write_manifest
-from scripts.common.spec import SpecError, check_slice
+from scripts.common.spec import SpecError, apply_defaults, check_slice, section_schema
+
+LORA_LR_RANGE = (1e-5, 1e-3)
 
 
-def load_split(token_files, split: str):
-    """One pyarrow table of the split's rows, ordered by record id (independent of shard names)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+def load_train_slice(spec_json: str) -> dict:
+    """The validated train section; the qlora block gets its defaults when the method is qlora."""
+    train = check_slice("train", json.loads(spec_json))
+    if train["method"] == "qlora":
+        schema = section_schema("train")["properties"]["qlora"]
+        train["qlora"] = apply_defaults(dict(train.get("qlora") or {}), schema)
+    return train
 
-    table = pa.concat_tables([pq.read_table(f) for f in sorted(token_files)])
-    table = table.filter(pc.equal(table["split"], split))
-    return table.take(pc.sort_indices(table, [("id", "ascending")]))
+
+def accumulation_steps(train: dict, world_size: int) -> int:
+    """Gradient accumulation: as given, or derived from the global batch and the world size."""
+    batch = train.get("global_batch_size")
+    if batch is None:
+        return train["gradient_accumulation_steps"]
+    per_step = train["per_device_batch_size"] * world_size
+    if batch % per_step:
+        raise ValueError(
+            f"train.global_batch_size {batch} is not a multiple of per_device_batch_size x processes "
+            f"= {train['per_device_batch_size']} x {world_size}; change one of them"
+        )
+    return batch // per_step
+
+
+def lr_warnings(train: dict) -> list[str]:
+    low, high = LORA_LR_RANGE
+    rate = train["learning_rate"]
+    if train["method"] in ("lora", "qlora") and not low <= rate <= high:
+        return [f"train.learning_rate {rate:g} is outside {low:g}..{high:g}, the usual range for LoRA"]
+    return []
 
 
 def resolve_precision(name: str) -> str:
@@ -45,27 +69,45 @@ def resolve_precision(name: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def sft_config(train: dict, work_dir: str, precision: str):
+def load_split(token_files, split: str):
+    """One pyarrow table of the split's rows, ordered by record id (independent of shard names)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables([pq.read_table(f) for f in sorted(token_files)])
+    table = table.filter(pc.equal(table["split"], split))
+    return table.take(pc.sort_indices(table, [("id", "ascending")])).select(["input_ids", "labels"])
+
+
+def sft_config(train: dict, work_dir: str, precision: str, accumulation: int):
     import torch
     from trl import SFTConfig
 
     steps = (
         {"max_steps": train["max_steps"]} if "max_steps" in train else {"num_train_epochs": train["epochs"]}
     )
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    evaluation = {"eval_strategy": "no"}
+    if train["eval_steps"]:
+        evaluation = {"eval_strategy": "steps", "eval_steps": train["eval_steps"]}
     return SFTConfig(
         output_dir=work_dir,
         **steps,
+        **evaluation,
         per_device_train_batch_size=train["per_device_batch_size"],
-        gradient_accumulation_steps=train["gradient_accumulation_steps"],
+        per_device_eval_batch_size=train["eval_batch_size"],
+        gradient_accumulation_steps=accumulation,
         learning_rate=train["learning_rate"],
         lr_scheduler_type=train["lr_scheduler"],
-        warmup_steps=train["warmup_ratio"],
+        warmup_steps=train["warmup_ratio"],  # a float below 1 is a ratio of the total steps
         optim=train["optimizer"],
         weight_decay=train["weight_decay"],
         max_grad_norm=train["max_grad_norm"],
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
+        ddp_backend=("nccl" if torch.cuda.is_available() else "gloo") if distributed else None,
         gradient_checkpointing=train["gradient_checkpointing"],
         logging_steps=train["logging_steps"],
         save_steps=train["save_steps"],
@@ -76,8 +118,8 @@ def sft_config(train: dict, work_dir: str, precision: str):
         disable_tqdm=False,
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
-        max_length=None,
-        packing=False,
+        max_length=train["packing_length"] if train["packing"] else None,
+        packing=train["packing"],
         dataset_kwargs={"skip_prepare_dataset": True},
         remove_unused_columns=False,
     )
@@ -92,30 +134,79 @@ def with_adapter(model, train: dict):
         lora_alpha=lora["alpha"],
         lora_dropout=lora["dropout"],
         target_modules=lora["target_modules"],
+        modules_to_save=lora["modules_to_save"],
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
 
 
-def make_log_callback(log_path: Path, start: float):
-    from transformers import TrainerCallback
+def build_model(base: str, train: dict, precision: str):
+    """The model to train: the base (full), the base with adapters (lora), or 4-bit base + adapters."""
+    from scripts.common.modeling import guard_4bit_for_training, load_base_model, load_base_model_4bit
 
-    class JsonlLog(TrainerCallback):
-        """One JSON line per logging step: loss, learning rate, grad norm, tokens/s, elapsed."""
+    if train["method"] == "full":
+        return load_base_model(base, "fp32")
+    if train["method"] == "lora":
+        return with_adapter(load_base_model(base, "fp32"), train)
+    from peft import prepare_model_for_kbit_training
 
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
-            elapsed = time.perf_counter() - start
-            entry = {"step": state.global_step, "epoch": state.epoch, "elapsed_s": round(elapsed, 3)}
-            for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "train_loss"):
-                if key in logs:
-                    entry[key] = float(logs[key])
-            entry["tokens_seen"] = int(state.num_input_tokens_seen)
-            with open(log_path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(entry) + "\n")
+    qlora = train["qlora"]
+    compute = qlora["compute_dtype"]
+    compute = ("bf16" if precision == "bf16" else "fp32") if compute == "auto" else compute
+    model = load_base_model_4bit(base, qlora, compute)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train["gradient_checkpointing"])
+    model = with_adapter(model, train)
+    print(f"qlora: guarded {guard_4bit_for_training(model)} 4-bit layers for training", file=sys.stderr)
+    return model
 
-    return JsonlLog()
+
+def datasets(tokens, train: dict):
+    """(train dataset, validation dataset or None); packed rows when train.packing is on."""
+    from datasets import Dataset
+
+    train_table = load_split(tokens, "train")
+    if train_table.num_rows == 0:
+        fail("the training split is empty: check data.validation_fraction and the cleaning counts")
+    train_set = Dataset(train_table)
+    if train["packing"]:
+        from trl import pack_dataset
+
+        train_set = pack_dataset(train_set, train["packing_length"], strategy="bfd")
+    if not train["eval_steps"]:
+        return train_set, None
+    eval_table = load_split(tokens, "validation")
+    if eval_table.num_rows == 0:
+        fail("train.eval_steps is set but the validation split is empty: raise data.validation_fraction")
+    return train_set, Dataset(eval_table)
+
+
+def prepare_work_dir(work: Path, is_main: bool) -> tuple[Path | None, float]:
+    """(checkpoint to resume from, elapsed seconds logged up to it); trims the work log to it."""
+    work.mkdir(parents=True, exist_ok=True)
+    resume, incomplete = newest_complete(work)
+    if not is_main:
+        return resume, 0.0
+    for folder in incomplete:  # half-written by a killed job: never resumed from
+        print(f"skipping incomplete checkpoint {folder}", file=sys.stderr)
+        shutil.rmtree(folder, ignore_errors=True)
+    work_log = work / "log.jsonl"
+    kept = trim_log(read_jsonl(work_log), step_of(resume)) if work_log.exists() and resume else []
+    atomic_write_text(work_log, jsonl_text(kept))
+    print(f"resuming from step {step_of(resume)} ({resume})" if resume else "starting fresh", file=sys.stderr)
+    return resume, max((e.get("elapsed_s", 0.0) for e in kept), default=0.0)
+
+
+def rng_neutral_evaluation(trainer) -> None:
+    """Validation draws no numbers from the training's random stream (its data order, dropout)."""
+    import torch
+
+    evaluate = trainer.evaluate
+
+    def evaluate_forked(*args, **kwargs):
+        with torch.random.fork_rng(devices=[]):
+            return evaluate(*args, **kwargs)
+
+    trainer.evaluate = evaluate_forked
 
 
 def parse_args(argv):
@@ -123,90 +214,105 @@ def parse_args(argv):
     parser.add_argument("--spec-json", required=True, help="the train section as JSON")
     parser.add_argument("--base", required=True, help="base model folder")
     parser.add_argument("--tokens", nargs="+", required=True, help="token parquet shards")
-    parser.add_argument("--work-dir", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--log", required=True)
+    parser.add_argument("--work-dir", required=True, help="checkpoints (keyed by the train key)")
+    parser.add_argument("--out", required=True, help="model or adapter folder to write")
+    parser.add_argument("--log", required=True, help="log.jsonl to write")
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--environment")
-    return parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)  # torchrun may pass the "--" on
 
 
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     try:
-        train = check_slice("train", json.loads(args.spec_json))
-    except SpecError as exc:
+        train = load_train_slice(args.spec_json)
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        accumulation = accumulation_steps(train, world_size)
+    except (SpecError, ValueError) as exc:
         fail(str(exc))
-    from datasets import Dataset
     from trl import SFTTrainer
 
-    from scripts.common.modeling import load_base_model, load_tokenizer, pin_threads
+    from scripts.common.modeling import load_tokenizer, pin_threads
+    from scripts.common.train_log import make_callbacks
 
     pin_threads(train["threads"], train["seed"])
-    table = load_split(args.tokens, "train").select(["input_ids", "labels"])
-    if table.num_rows == 0:
-        fail("the training split is empty: check data.validation_fraction and the cleaning counts")
+    train_set, eval_set = datasets(args.tokens, train)
     work = Path(args.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    resume, incomplete = newest_complete(work)
-    for folder in incomplete:  # half-written by a killed job: never resumed from
-        print(f"skipping incomplete checkpoint {folder}", file=sys.stderr)
-        shutil.rmtree(folder)
-    work_log = work / "log.jsonl"
-    kept = trim_log(read_jsonl(work_log), step_of(resume)) if work_log.exists() else []
-    atomic_write_text(work_log, jsonl_text(kept))
-    print(f"resuming from step {step_of(resume)} ({resume})" if resume else "starting fresh", file=sys.stderr)
-
+    resume, elapsed_before = prepare_work_dir(work, int(os.environ.get("RANK", "0")) == 0)
+    warnings = lr_warnings(train)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     precision = resolve_precision(train["precision"])
     tokenizer = load_tokenizer(args.base)
-    model = load_base_model(args.base, "fp32")
-    if train["method"] == "lora":
-        model = with_adapter(model, train)
+    model = build_model(args.base, train, precision)
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(train, str(work), precision),
-        train_dataset=Dataset(table),
+        args=sft_config(train, str(work), precision, accumulation),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
         processing_class=tokenizer,
-        callbacks=[make_log_callback(work_log, start)],
+        callbacks=make_callbacks(
+            work / "log.jsonl",
+            elapsed_before,
+            train["early_stopping_patience"],
+            train["early_stopping_threshold"],
+        ),
     )
+    rng_neutral_evaluation(trainer)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if trainer.is_world_process_zero():
         trainer.save_model(args.out)
         tokenizer.save_pretrained(args.out)
-        log = read_jsonl(work_log)
+        log = read_jsonl(work / "log.jsonl")
         atomic_write_text(args.log, jsonl_text(log))
-        losses = [e["loss"] for e in log if "loss" in e]
-        total = sum(p.numel() for p in model.parameters())
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        write_manifest(
-            args.manifest,
-            "train",
-            train,
-            inputs=sorted(args.tokens),
-            outputs=[args.out, args.log],
-            counts={
-                "steps": trainer.state.global_step,
-                "examples": table.num_rows,
-                "train_tokens": int(trainer.state.num_input_tokens_seen),
-                "resumed_from_step": step_of(resume),
-                "trainable_parameters": trainable,
-                "total_parameters": total,
-            },
-            details={
-                "method": train["method"],
-                "precision": precision,
-                "first_loss": losses[0] if losses else float(result.training_loss),
-                "final_loss": losses[-1] if losses else float(result.training_loss),
-                "world_size": trainer.args.world_size,
-                "log": args.log,
-            },
-            timings={"total": time.perf_counter() - start, "train": result.metrics["train_runtime"]},
-            environment=args.environment,
-        )
-        print(
-            f"trained {trainer.state.global_step} steps; loss {losses[:1]} -> {losses[-1:]}", file=sys.stderr
-        )
+        facts = {"resume": resume, "precision": precision, "accumulation": accumulation, "warnings": warnings}
+        write_train_manifest(args, train, trainer, result, log, facts, eval_set, time.perf_counter() - start)
+    print(
+        f"rank {trainer.args.process_index} of {trainer.args.world_size} finished",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def write_train_manifest(args, train, trainer, result, log, facts, eval_set, total_s):
+    losses = [e["loss"] for e in log if "loss" in e]
+    eval_losses = [e["eval_loss"] for e in log if "eval_loss" in e]
+    model, state, world = trainer.model, trainer.state, trainer.args.world_size
+    write_manifest(
+        args.manifest,
+        "train",
+        train,
+        inputs=sorted(args.tokens),
+        outputs=[args.out, args.log],
+        counts={
+            "steps": state.global_step,
+            "examples": len(trainer.train_dataset),
+            "validation_examples": len(eval_set) if eval_set is not None else 0,
+            "train_tokens": int(state.num_input_tokens_seen),
+            "resumed_from_step": step_of(facts["resume"]),
+            "steps_run": state.global_step - step_of(facts["resume"]),
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total_parameters": sum(p.numel() for p in model.parameters()),
+        },
+        details={
+            "method": train["method"],
+            "precision": facts["precision"],
+            "first_loss": losses[0] if losses else float(result.training_loss),
+            "final_loss": losses[-1] if losses else float(result.training_loss),
+            "best_eval_loss": min(eval_losses) if eval_losses else None,
+            "stopped_early": state.global_step < state.max_steps,
+            "world_size": world,
+            "gradient_accumulation_steps": facts["accumulation"],
+            "global_batch_size": world * train["per_device_batch_size"] * facts["accumulation"],
+            "warnings": facts["warnings"],
+            "log": args.log,
+        },
+        timings={"total": total_s, "train": result.metrics["train_runtime"]},
+        environment=args.environment,
+    )
+    print(f"trained {state.global_step} steps; loss {losses[:1]} -> {losses[-1:]}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Fixtures and helpers for tests that need a real single-node SLURM cluster.
 
-A plain module (not a conftest): test modules import what they use, e.g.
-``from slurm_fixtures import slurm_cluster, run_snakemake_slurm``.
+Registered as a pytest plugin in tests/conftest.py (the ``slurm_cluster`` fixture); test
+modules import the helpers, e.g. ``from tests.slurm_fixtures import run_snakemake_slurm``.
 The cluster comes from ``ci/slurm_cluster.sh`` (see the notes at its top).
 """
 
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = REPO / "ci" / "slurm_cluster.sh"
@@ -63,22 +64,28 @@ def slurm_cluster() -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def run_snakemake_slurm(workdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    """Run the venv's snakemake on the SLURM executor in ``workdir`` (bounded in time)."""
-    cmd = [
-        "timeout",
-        "-k",
-        "30",
-        str(SNAKEMAKE_TIMEOUT_S),
-        sys.executable,
-        "-m",
-        "snakemake",
-        *SNAKEMAKE_SLURM_ARGS,
-        *extra,
-    ]
+def snakemake_slurm_command(*extra: str, timeout_s: int = SNAKEMAKE_TIMEOUT_S) -> list[str]:
+    """The venv's snakemake on the SLURM executor, under `timeout -k` (see SNAKEMAKE_TIMEOUT_S)."""
+    return ["timeout", "-k", "30", str(timeout_s), sys.executable, "-m", "snakemake", *extra]
+
+
+def venv_env() -> dict[str, str]:
+    """This environment with the venv first on PATH: rules call `python`, and jobs inherit it."""
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
+def run_snakemake_slurm(
+    workdir: Path, *extra: str, profile: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run snakemake on the SLURM executor in ``workdir`` (bounded in time); output in .stdout.
+
+    Without ``profile`` the flags are SNAKEMAKE_SLURM_ARGS; with one, the profile's.
+    """
+    flags = ["--profile", str(profile)] if profile else SNAKEMAKE_SLURM_ARGS
     return subprocess.run(
-        cmd,
+        snakemake_slurm_command(*flags, *extra),
         cwd=workdir,
+        env=venv_env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -87,10 +94,52 @@ def run_snakemake_slurm(workdir: Path, *extra: str) -> subprocess.CompletedProce
     )
 
 
+def slurm_test_profile(dest: Path, mem_cap_mb: int = 2000) -> Path:
+    """profiles/slurm sized for the 2-core test node; returns the profile folder.
+
+    Every mem_mb expression is capped (a 32 GB request would not fit the node), two jobs run
+    at once, and job states are polled after 2 s instead of 40 s. Everything else (per-rule
+    resources, runtime growing with `attempt`, retries) is the shipped profile.
+    """
+    config = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    for resources in [config["default-resources"], *config["set-resources"].values()]:
+        if "mem_mb" in resources:
+            resources["mem_mb"] = f"min({resources['mem_mb']}, {mem_cap_mb})"
+    config.update({"jobs": 2, "slurm-init-seconds-before-status-checks": 2, "latency-wait": 5})
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return dest
+
+
 def slurm_run_id(snakemake_output: str) -> str:
     """The executor names every job after its run id; it logs "SLURM run ID: <id>"."""
     match = re.search(r"SLURM run ID: (\S+)", snakemake_output)
     assert match, f"no SLURM run ID in snakemake output:\n{snakemake_output}"
+    return match.group(1)
+
+
+def sacct_jobs(job_name: str) -> list[dict[str, str]]:
+    """Jobs named ``job_name`` (a snakemake run id) as sacct records them, oldest first.
+
+    Each has JobID, State, Timelimit and Comment (the executor's "rule_<rule>_wildcards_...").
+    """
+    fields = ["JobID", "JobName", "State", "Timelimit", "Comment"]
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-S", "now-1days", "-o", ",".join(fields)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    jobs = [dict(zip(fields, line.split("|", len(fields) - 1))) for line in out.splitlines()]
+    return sorted((j for j in jobs if j.get("JobName") == job_name), key=lambda j: int(j["JobID"]))
+
+
+def rule_of(job: dict[str, str]) -> str:
+    """The rule a SLURM job ran, from the comment the executor gives it."""
+    match = re.match(r"rule_(\w+?)(?:_wildcards_|$)", job["Comment"])
+    assert match, f"not a snakemake job comment: {job}"
     return match.group(1)
 
 

@@ -135,3 +135,14 @@ def test_duplicate_run_names_across_files_fail(tmp_path):
     two = write_spec(tmp_path, open(DEMO).read(), "a--train.seed=1.yaml")
     with pytest.raises(SpecError, match="comes from both"):
         load_specs([one, two])
+
+
+def test_sweep_values_make_safe_run_names(tmp_path):
+    def edit(spec):
+        spec["sweep"] = {"train.lora.target_modules": [["q_proj", "v_proj"]]}
+
+    (run,) = load_spec_file(demo_with(tmp_path, edit))
+    assert run.name == "exp--train.lora.target_modules=q_proj+v_proj"
+    unsafe = demo_with(tmp_path, lambda s: s.update(sweep={"export.card.summary": ["../../x"]}), "u.yaml")
+    with pytest.raises(SpecError, match="not a safe folder name"):
+        load_spec_file(unsafe)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "schemas", "specs", "data", "environment.yml")
+WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "schemas", "specs", "data", "environment.yml", "report")
 _JOB_LINE = re.compile(r"^\s*(?:local)?(?:rule|checkpoint) (\w+):", re.MULTILINE)
 
 
@@ -48,3 +48,33 @@ def jobs_run(proc) -> Counter:
 @pytest.fixture
 def workflow(tmp_path) -> Path:
     return copy_workflow(tmp_path / "wf")
+
+
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory) -> Path:
+    """The demo built once, untouched: the reference other runs are compared with."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("demo_reference"))
+    snakemake(workdir, "export")
+    return workdir
+
+
+# Artifacts that must be byte-identical between two builds of the same spec on one machine.
+REPRODUCIBLE = (
+    "results/data/*/raw/*.jsonl",
+    "results/data/*/clean/*.jsonl",
+    "results/tokens/*/*.parquet",
+    "results/models/*/model/*.safetensors",
+    "results/models/*/model/tokenizer.json",
+    "results/runs/*/train/model/*.safetensors",
+    "results/runs/*/merged/*.safetensors",
+    "results/runs/*/export/*.safetensors",
+    "results/runs/*/evaluate/predictions.jsonl",
+)
+
+
+def reproducible_files(workdir: Path) -> dict[str, bytes]:
+    files = {}
+    for pattern in REPRODUCIBLE:
+        for path in sorted(workdir.glob(pattern)):
+            files[str(path.relative_to(workdir))] = path.read_bytes()
+    return files

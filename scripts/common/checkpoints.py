@@ -1,7 +1,8 @@
 """Training checkpoints in the work folder: find the newest complete one, trim the log to it.
 
-Transformers writes `checkpoint-<step>/` in place; a job killed while writing leaves a
-folder without its trainer state or weights, which must be skipped, not resumed from.
+Transformers writes `checkpoint-<step>/` in place, the trainer state last; a job killed while
+writing leaves a folder without its trainer state, weights or RNG state, which must be
+skipped, not resumed from. Transformers itself keeps at most `save_total_limit` of them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ def is_complete(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     has_weights = any((folder / name).is_file() for name in WEIGHTS)
-    return has_weights and (folder / "optimizer.pt").is_file() and (folder / "scheduler.pt").is_file()
+    # the RNG state makes a resumed run bitwise equal to an uninterrupted one (one file per rank)
+    has_rng = any(folder.glob("rng_state*.pth"))
+    return (
+        has_weights
+        and has_rng
+        and (folder / "optimizer.pt").is_file()
+        and (folder / "scheduler.pt").is_file()
+    )
 
 
 def newest_complete(work_dir: str | Path) -> tuple[Path | None, list[Path]]:
@@ -44,5 +52,5 @@ def step_of(checkpoint: Path | None) -> int:
 
 
 def trim_log(lines: list[dict], step: int) -> list[dict]:
-    """Log entries up to the resumed step: the rerun writes the later ones again."""
-    return [line for line in lines if line.get("step", 0) <= step]
+    """Log entries up to the resumed step: the rerun writes the later ones (and its summary) again."""
+    return [line for line in lines if line.get("step", 0) <= step and "train_loss" not in line]

@@ -17,6 +17,31 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def fault_point(name: str) -> None:
+    """Fault injection for the reliability tests: SIGKILL this process at a named point.
+
+    TUNEMAKE_FAULT=<script module>:<point>[:<n>] (e.g. `scripts.clean_shard:manifest` or
+    `scripts.train:write:2`) kills the process running that script the n-th time (default 1st)
+    it reaches the point; unset, it costs nothing.
+    """
+    wanted = os.environ.get("TUNEMAKE_FAULT")
+    if not wanted:
+        return
+    import signal
+    import sys
+
+    module_name, point, *nth = wanted.split(":") + [""] * (wanted.count(":") < 1)
+    module = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if not module or module.name != module_name or point != name:
+        return
+    _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
+    if _FAULT_COUNTS[name] == int(nth[0] if nth and nth[0] else 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULT_COUNTS: dict[str, int] = {}
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`."""
     path = Path(path)
@@ -27,6 +52,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        fault_point("write")  # killed here: a temporary file exists, the real name does not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from scripts.common.files import (
     atomic_write_json,
     describe_outputs,
+    fault_point,
     read_json,
     sha256_file,
 )
@@ -95,6 +96,7 @@ def write_manifest(path, step, spec, **fields) -> dict:
     """Build, validate and atomically write a manifest; returns it."""
     manifest = build_manifest(step, spec, **fields)
     validate_manifest(manifest)
+    fault_point("manifest")  # reliability tests: killed after the outputs, before the manifest
     atomic_write_json(path, manifest)
     return manifest
 

@@ -244,6 +244,15 @@ def chrf(predictions: Iterable[str], references: Iterable, **options) -> dict:
     return {"score": float(out.score), **orders, "beta": out.beta}
 
 
+def chrf_per_example(predictions: Iterable[str], references: Iterable, **options) -> list[float]:
+    """sacrebleu.sentence_chrf per example, 0..100; references and options as for `chrf`."""
+    import sacrebleu
+
+    preds, refs = _pair("chrf", predictions, references)
+    refs = [[ref] if isinstance(ref, str) else list(ref) for ref in refs]
+    return [float(sacrebleu.sentence_chrf(p, r, **options).score) for p, r in zip(preds, refs)]
+
+
 def perplexity(mean_loss: float) -> float:
     """exp(mean token cross-entropy in nats); math.inf rather than overflowing."""
     loss = float(mean_loss)
@@ -262,6 +271,23 @@ METRICS: dict[str, Callable[..., float | dict]] = {
     "bleu": bleu,
     "chrf": chrf,
 }
+
+
+# Report metric name -> whether a larger value is better (loss and perplexity: lower is better).
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "exact_match": True,
+    "accuracy": True,
+    **dict.fromkeys(ROUGE_TYPES, True),
+    "bleu": True,
+    "chrf": True,
+    "validation_loss": False,
+    "perplexity": False,
+}
+
+
+def improved(name: str, base: float, tuned: float) -> bool:
+    """Whether `tuned` is strictly better than `base` on report metric `name`."""
+    return tuned > base if HIGHER_IS_BETTER[name] else tuned < base
 
 
 def _unknown(what: str, name: str, known: Iterable[str]) -> ValueError:

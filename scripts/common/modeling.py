@@ -62,8 +62,51 @@ def load_base_model(model_dir: str | Path, dtype: str = "fp32"):
     )
 
 
+def load_base_model_4bit(model_dir: str | Path, qlora: dict, compute_dtype: str):
+    """The base with every linear layer quantized to 4 bits by bitsandbytes (QLoRA training)."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    ref = base_ref(model_dir)
+    weights = ref["weights"]
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=qlora["quant_type"],
+        bnb_4bit_use_double_quant=qlora["double_quant"],
+        bnb_4bit_compute_dtype=torch_dtype(compute_dtype),
+    )
+    return AutoModelForCausalLM.from_pretrained(
+        str(model_dir) if weights == "." else weights,
+        revision=ref.get("revision"),
+        trust_remote_code=ref.get("trust_remote_code", False),
+        use_safetensors=True,
+        quantization_config=quantization,
+        dtype=torch_dtype(compute_dtype),
+        device_map={"": torch.cuda.current_device()} if torch.cuda.is_available() else None,
+    )
+
+
+def guard_4bit_for_training(model) -> int:
+    """Keep gradients flowing through 4-bit layers after no-grad passes; returns the layers fixed.
+
+    On CPUs with AVX512-BF16, bitsandbytes repacks a Linear4bit's weights for fast inference on
+    its first no-grad forward (evaluation, generation), and no gradient flows through that
+    layer afterwards: QLoRA then silently stops learning. Turning the fast path off avoids it.
+    """
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
+
+
 def load_tuned_model(base_dir: str | Path, tuned_dir: str | Path, method: str, dtype: str = "fp32"):
-    """The trained model: a full fine-tune folder, or the base with its LoRA adapter."""
+    """The trained model: a full fine-tune folder, or the base with its LoRA adapter.
+
+    A QLoRA adapter is a normal PEFT adapter: it goes onto the base in full or half precision
+    (not re-quantized), as for merging and export.
+    """
     from transformers import AutoModelForCausalLM
 
     if method == "full":

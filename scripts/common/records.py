@@ -1,152 +1,297 @@
 """Reading sources into records, normalising them, and hashing them into shards and splits.
 
-A record is a dict with either `text`, or `prompt` and `completion`. Its id is the hash of
-its normalised content, so exact duplicates share an id and a shard, and the train/validation
-split of a record never changes when other records do.
+A record has one of three shapes: `text`; `prompt` and `completion` (alpaca sources become
+this shape, with the alpaca prompt); or `messages`, a list of {role, content} turns. Its id is
+the hash of its normalised content, so exact duplicates share an id and a shard, and the
+train/validation split of a record never changes when other records do.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
+import io
 import json
 import re
 import unicodedata
 from pathlib import Path
 
-from scripts.common.spec import canonical_json
-
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+ROLES = ("system", "user", "assistant")
+# The alpaca prompt (as in the Stanford Alpaca repository and axolotl's `type: alpaca`).
+ALPACA = "Below is an instruction that describes a task{more}. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n{input}### Response:\n"
+ALPACA_MORE = ", paired with an input that provides further context"
 
 
 class SourceError(ValueError):
     """A bad record or file; the message names file, line (or row) and field."""
 
+    def __init__(self, message: str, reason: str = "bad_record"):
+        super().__init__(message)
+        self.reason = reason
+
 
 def source_format(path: str, declared: str) -> str:
     if declared != "auto":
         return declared
+    if Path(path).is_dir():
+        return "arrow"
     fmt = FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
         raise SourceError(
             f"{path}: cannot tell the format from the extension; set format to one of "
-            f"{', '.join(sorted(set(FORMATS.values())))}"
+            f"{', '.join(sorted({*FORMATS.values(), 'arrow'}))}",
+            "format",
         )
     return fmt
 
 
-def _decode_lines(path: Path):
-    """(line number, text) pairs; invalid UTF-8 is reported with its byte offset."""
-    data = path.read_bytes()
+def _decode(data: bytes, path, offset: int = 0) -> str:
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
         raise SourceError(
-            f"{path}:{line}: invalid UTF-8 at byte offset {exc.start}; re-encode the file as UTF-8"
+            f"{path}: invalid UTF-8 at byte offset {offset + exc.start}; re-encode the file as UTF-8",
+            "invalid_utf8",
         ) from None
-    return enumerate(text.splitlines(), start=1)
+
+
+def jsonl_rows(path: str, data: bytes, first_line: int = 1, offset: int = 0):
+    """(location, row or SourceError) per non-blank line of JSONL bytes starting at that line/offset."""
+    for line_no, raw in enumerate(data.split(b"\n"), start=first_line):
+        start, offset = offset, offset + len(raw) + 1
+        if not raw.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            yield where, json.loads(_decode(raw, where, start))
+        except SourceError as exc:
+            yield where, exc
+        except json.JSONDecodeError as exc:
+            yield (
+                where,
+                SourceError(f"{where}: malformed JSON: {exc.msg} at column {exc.colno}", "malformed_json"),
+            )
+
+
+def _csv_rows(path: str, data: bytes, delimiter: str):
+    reader = csv.reader(io.StringIO(_decode(data, path), newline=""), delimiter=delimiter)
+    header = next(reader)
+    for values in reader:
+        where = f"{path}:{reader.line_num}"
+        if len(values) != len(header):
+            yield (
+                where,
+                SourceError(
+                    f"{where}: row has {len(values)} columns, the header has {len(header)} "
+                    f"({', '.join(header)}); quote fields that contain the delimiter",
+                    "ragged_row",
+                ),
+            )
+        else:
+            yield where, dict(zip(header, values))
+
+
+def _arrow_rows(path: str):
+    import pyarrow as pa
+
+    folder = Path(path)
+    if (folder / "dataset_dict.json").is_file():
+        splits = json.loads((folder / "dataset_dict.json").read_text())["splits"]
+        raise SourceError(
+            f"{path}: a DatasetDict folder; point the source at one split: "
+            + ", ".join(f"{path}/{s}" for s in splits),
+            "format",
+        )
+    if not (folder / "state.json").is_file():
+        raise SourceError(f"{path}: not a folder written by datasets' save_to_disk (no state.json)", "format")
+    files = [folder / f["filename"] for f in json.loads((folder / "state.json").read_text())["_data_files"]]
+    index = 0
+    for file in files:
+        with pa.memory_map(str(file)) as stream:
+            for batch in pa.ipc.open_stream(stream):
+                for row in batch.to_pylist():
+                    yield f"{path}[row {index}]", row
+                    index += 1
 
 
 def iter_rows(path: str, fmt: str):
-    """(location, row dict or SourceError) pairs of one source file, in file order."""
+    """(location, row dict or SourceError) pairs of one source, in file order.
+
+    Raises SourceError for problems with the whole file (missing, empty, undecodable CSV/JSON)."""
     file = Path(path)
+    if fmt == "arrow":
+        if not file.is_dir():
+            raise SourceError(
+                f"{path}: folder not found (paths are relative to the workflow folder)", "missing"
+            )
+        yield from _arrow_rows(path)
+        return
     if not file.is_file():
-        raise SourceError(f"{path}: file not found (paths are relative to the workflow folder)")
-    if file.stat().st_size == 0:
-        raise SourceError(f"{path}: the file is empty")
+        raise SourceError(f"{path}: file not found (paths are relative to the workflow folder)", "missing")
+    data = file.read_bytes()
+    if not data.strip():
+        raise SourceError(f"{path}: the file is empty; remove the source or fill it", "empty_file")
     if fmt == "jsonl":
-        for line_no, line in _decode_lines(file):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{line_no}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield (
-                    f"{path}:{line_no}",
-                    SourceError(f"{path}:{line_no}: malformed JSON: {exc.msg} at column {exc.colno}"),
-                )
+        yield from jsonl_rows(path, data)
     elif fmt == "json":
         try:
-            rows = json.loads("\n".join(line for _, line in _decode_lines(file)))
+            rows = json.loads(_decode(data, path))
         except json.JSONDecodeError as exc:
-            raise SourceError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
+            raise SourceError(
+                f"{path}:{exc.lineno}: malformed JSON: {exc.msg} at column {exc.colno}", "malformed_json"
+            ) from None
         if not isinstance(rows, list):
             raise SourceError(
-                f"{path}: a .json source must be an array of objects; use .jsonl for one object per line"
+                f"{path}: a .json source must be an array of objects; use .jsonl for one object per line",
+                "wrong_type",
             )
         for index, row in enumerate(rows):
             yield f"{path}[{index}]", row
     elif fmt in ("csv", "tsv"):
-        lines = [line for _, line in _decode_lines(file)]
-        reader = csv.reader(lines, delimiter="\t" if fmt == "tsv" else ",")
-        header = next(reader)
-        for row_no, values in enumerate(reader, start=2):
-            if len(values) != len(header):
-                yield (
-                    f"{path}:{row_no}",
-                    SourceError(
-                        f"{path}:{row_no}: row has {len(values)} columns, the header has {len(header)}"
-                    ),
-                )
-            else:
-                yield f"{path}:{row_no}", dict(zip(header, values))
+        yield from _csv_rows(path, data, "\t" if fmt == "tsv" else ",")
     elif fmt == "parquet":
         import pyarrow.parquet as pq
 
         for index, row in enumerate(pq.read_table(file).to_pylist()):
             yield f"{path}[row {index}]", row
     else:
-        raise SourceError(f"{path}: unsupported format {fmt!r}")
+        raise SourceError(f"{path}: unsupported format {fmt!r}", "format")
 
 
-def map_fields(row, fields: dict, where: str) -> dict:
-    """Map one source row onto the record shape; numbers become strings deliberately."""
-    import difflib
+def _get(row: dict, column: str, where: str, optional: bool = False):
+    if column in row:
+        return row[column]
+    if optional:
+        return ""
+    guess = difflib.get_close_matches(column, list(map(str, row)), n=1)
+    hint = f"; did you mean '{guess[0]}'?" if guess else ""
+    raise SourceError(
+        f"{where}: missing field '{column}'; the record has {', '.join(map(str, row)) or 'no fields'}{hint}",
+        "missing_field",
+    )
 
+
+def _string(value, column: str, where: str) -> str:
+    """Numbers become strings deliberately (CSV answers like 68 stay text); other types fail."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise SourceError(
+            f"{where}: field '{column}' must be a string, got {type(value).__name__} {value!r:.40}",
+            "wrong_type",
+        )
+    return str(value)
+
+
+def map_messages(value, chat: dict, column: str, where: str) -> list[dict]:
+    """A conversation as [{role, content}], with sharegpt-style keys and roles mapped."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)  # CSV and parquet sources may hold the list as JSON text
+        except json.JSONDecodeError:
+            pass
+    if not isinstance(value, list) or not value:
+        raise SourceError(
+            f"{where}: field '{column}' must be a non-empty list of messages, got {type(value).__name__}",
+            "wrong_type",
+        )
+    messages = []
+    for turn, message in enumerate(value):
+        at = f"{where}: {column}[{turn}]"
+        if not isinstance(message, dict):
+            raise SourceError(f"{at} must be an object, got {type(message).__name__}", "wrong_type")
+        role = _string(_get(message, chat["role_key"], at), chat["role_key"], at)
+        if role not in chat["roles"]:
+            raise SourceError(
+                f"{at}: unknown chat role '{role}'; known roles: {', '.join(chat['roles'])} "
+                "(map it with chat.roles in the source)",
+                "unknown_role",
+            )
+        content = _string(_get(message, chat["content_key"], at), chat["content_key"], at)
+        messages.append({"role": chat["roles"][role], "content": content})
+    if chat["system"] is not None and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": chat["system"]})
+    return messages
+
+
+def map_fields(row, source: dict, where: str) -> dict:
+    """Map one source row onto the record shape its `fields` choose."""
     if not isinstance(row, dict):
-        raise SourceError(f"{where}: expected an object, got {type(row).__name__}")
-    record = {}
-    for name, column in fields.items():
-        if column not in row:
-            guess = difflib.get_close_matches(column, list(map(str, row)), n=1)
-            hint = f"; did you mean '{guess[0]}'?" if guess else ""
-            raise SourceError(
-                f"{where}: missing field '{column}' (for {name}); the record has "
-                f"{', '.join(map(str, row)) or 'no fields'}{hint}"
-            )
-        value = row[column]
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise SourceError(
-                f"{where}: field '{column}' must be a string, got {type(value).__name__} {value!r:.40}"
-            )
-        record[name] = str(value)
-    return record
+        raise SourceError(f"{where}: expected an object, got {type(row).__name__}", "wrong_type")
+    fields = source["fields"]
+    if "messages" in fields:
+        column = fields["messages"]
+        return {"messages": map_messages(_get(row, column, where), source["chat"], column, where)}
+    if "instruction" in fields:
+        values = {
+            name: _string(_get(row, col, where, optional=name == "input"), col, where)
+            for name, col in fields.items()
+        }
+        extra = values.get("input", "").strip()
+        prompt = ALPACA.format(
+            more=ALPACA_MORE if extra else "",
+            instruction=values["instruction"],
+            input=f"### Input:\n{extra}\n\n" if extra else "",
+        )
+        return {"prompt": prompt, "completion": values["output"]}
+    return {name: _string(_get(row, col, where), col, where) for name, col in fields.items()}
 
 
 def normalize_text(text: str, collapse_whitespace: bool = True) -> str:
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n")
-    text = _CONTROL.sub("", text)
+    """NFC, no control characters, CRLF -> LF; optionally one space for runs of spaces/tabs."""
+    if (
+        text.isascii()
+        and text.isprintable()
+        and not (collapse_whitespace and ("  " in text or text.strip() != text))
+    ):
+        return text  # the common case, already normal: no regex, no NFC pass
+    text = _CONTROL.sub("", unicodedata.normalize("NFC", text).replace("\r\n", "\n"))
     if collapse_whitespace:
         text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n")).strip()
     return text
 
 
 def normalize_record(record: dict, collapse_whitespace: bool = True) -> dict:
-    return {k: normalize_text(v, collapse_whitespace) for k, v in record.items()}
+    out = {}
+    for key, value in record.items():
+        if key == "messages":
+            value = [
+                {"role": m["role"], "content": normalize_text(m["content"], collapse_whitespace)}
+                for m in value
+            ]
+        else:
+            value = normalize_text(value, collapse_whitespace)
+        out[key] = value
+    return out
+
+
+def record_texts(record: dict) -> list[str]:
+    """Every text field of a record (message contents for chats)."""
+    if "messages" in record:
+        return [m["content"] for m in record["messages"]]
+    return [record[k] for k in ("text", "prompt", "completion") if k in record]
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 def record_id(normalized: dict) -> str:
-    return hashlib.sha256(canonical_json(normalized).encode()).hexdigest()[:16]
+    """The same text as canonical_json (one reused encoder: json.dumps builds one per call)."""
+    return hashlib.sha256(_CANONICAL(normalized).encode()).hexdigest()[:16]
 
 
 def bucket(rid: str, num_shards: int) -> int:
     return int(rid, 16) % num_shards
 
 
+def unit_hash(seed, rid: str) -> float:
+    """A record's stable pseudo-random number in [0, 1)."""
+    digest = hashlib.sha256(f"{seed}:{rid}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def is_validation(rid: str, fraction: float, seed: int) -> bool:
     """Stable split: a record's side depends only on its own content and the seed."""
-    digest = hashlib.sha256(f"{seed}:{rid}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    return unit_hash(seed, rid) < fraction

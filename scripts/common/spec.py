@@ -149,6 +149,54 @@ def apply_defaults(value, schema: dict):
     return value
 
 
+def _evaluate_errors(value: dict) -> list[str]:
+    """Sampling knobs need do_sample; the accuracy regex must compile."""
+    errors = []
+    if not value["do_sample"]:
+        for key, off in (("temperature", 1.0), ("top_p", 1.0), ("top_k", 0)):
+            if value[key] != off:
+                errors.append(
+                    f"evaluate.{key}: only applies when sampling; set evaluate.do_sample: true "
+                    f"or remove evaluate.{key} (greedy decoding)"
+                )
+    pattern = value["accuracy"]["extract_regex"]
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            errors.append(f"evaluate.accuracy.extract_regex: {pattern!r} is not a valid regex: {exc}")
+    return errors
+
+
+RECORD_SHAPES = (
+    {"text"},
+    {"prompt", "completion"},
+    {"instruction", "output"},
+    {"instruction", "input", "output"},
+    {"messages"},
+)
+
+
+def _tokenize_errors(value: dict) -> list[str]:
+    """A chat template comes inline or from a file inside the workflow folder, not both."""
+    file = value.get("chat_template_file")
+    if value.get("chat_template") and file:
+        return ["tokenize: set tokenize.chat_template or tokenize.chat_template_file, not both"]
+    if file and (Path(file).is_absolute() or ".." in Path(file).parts):
+        return [f"tokenize.chat_template_file: {file!r} must be a relative path inside the workflow folder"]
+    if file and not Path(file).is_file():
+        return [f"tokenize.chat_template_file: {file!r} not found (relative to the workflow folder)"]
+    return []
+
+
+def template_file_hash(tokenize: dict) -> str | None:
+    """sha256 of the chat template file's text (it is part of the tokens key), or None."""
+    file = tokenize.get("chat_template_file")
+    if not file or not Path(file).is_file():
+        return None
+    return hashlib.sha256(Path(file).read_bytes()).hexdigest()
+
+
 def _semantic_errors(section: str, value: dict) -> list[str]:
     """Rules JSON Schema states badly: one-of choices with readable messages, safe paths."""
     errors = []
@@ -165,9 +213,10 @@ def _semantic_errors(section: str, value: dict) -> list[str]:
     if section == "data":
         for i, source in enumerate(value["sources"]):
             fields = set(source["fields"])
-            if fields not in ({"text"}, {"prompt", "completion"}):
+            if fields not in RECORD_SHAPES:
                 errors.append(
-                    f"data.sources[{i}].fields: map either text, or prompt and completion; "
+                    f"data.sources[{i}].fields: map either text, or prompt and completion, or "
+                    "instruction and output with an optional input (alpaca), or messages (chat); "
                     f"got {sorted(fields)}"
                 )
             path = Path(source["path"])
@@ -176,8 +225,38 @@ def _semantic_errors(section: str, value: dict) -> list[str]:
                     f"data.sources[{i}].path: {source['path']!r} must be a relative path inside "
                     "the workflow folder (copy or link the file into it)"
                 )
+    if section == "evaluate":
+        errors += _evaluate_errors(value)
+    if section == "tokenize":
+        errors += _tokenize_errors(value)
     if section == "train" and ("max_steps" in value) == ("epochs" in value):
         errors.append("train: set exactly one of train.max_steps or train.epochs")
+    if section == "train":
+        errors.extend(_train_errors(value))
+    return errors
+
+
+def _train_errors(train: dict) -> list[str]:
+    """Train options that only make sense together (the values already have their defaults)."""
+    errors = []
+    if "qlora" in train and train["method"] != "qlora":
+        errors.append(
+            f"train.qlora: 4-bit settings apply to method qlora only, but train.method is "
+            f"{train['method']!r}; remove train.qlora or set train.method: qlora"
+        )
+    batch = train.get("global_batch_size")
+    if batch is not None and train["gradient_accumulation_steps"] != 1:
+        errors.append(
+            "train.global_batch_size: accumulation is derived from it; remove "
+            "train.gradient_accumulation_steps (or the global batch size)"
+        )
+    if batch is not None and batch % train["per_device_batch_size"]:
+        errors.append(
+            f"train.global_batch_size: {batch} is not a multiple of train.per_device_batch_size "
+            f"({train['per_device_batch_size']})"
+        )
+    if train["early_stopping_patience"] is not None and train["eval_steps"] is None:
+        errors.append("train.early_stopping_patience: needs validation; set train.eval_steps too")
     return errors
 
 
@@ -200,7 +279,11 @@ def artifact_keys(sections: dict) -> dict:
     """Content keys of the shared artifacts: a key changes exactly when its inputs' meaning does."""
     data = short_hash({"data": sections["data"]})
     model = short_hash({"model": sections["model"], "data": data if "build" in sections["model"] else None})
-    tokens = short_hash({"tokenize": sections["tokenize"], "model": model, "data": data})
+    # audit settings do not re-tokenize; a template file's text does
+    tokenize = {k: v for k, v in sections["tokenize"].items() if k != "audit"}
+    if template_file_hash(tokenize):
+        tokenize["chat_template_file_sha256"] = template_file_hash(tokenize)
+    tokens = short_hash({"tokenize": tokenize, "model": model, "data": data})
     train = short_hash({"train": sections["train"], "tokens": tokens})
     return {"data": data, "model": model, "tokens": tokens, "train": train}
 
@@ -228,6 +311,9 @@ def _apply_dotted(spec: dict, dotted: str, value) -> None:
 
 
 def _format_value(value) -> str:
+    """A sweep value as it appears in a run name (lists join with '+')."""
+    if isinstance(value, list):
+        return "+".join(map(_format_value, value))
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
@@ -272,6 +358,12 @@ def load_spec_file(path: str | Path) -> list[Run]:
         raise SpecError(f"{path}: the file name is the run name and must match {RUN_NAME.pattern}")
     runs = []
     for run_name, run_spec, chosen in expand_sweep(path.stem, copy.deepcopy(spec)):
+        if not RUN_NAME.match(run_name) or ".." in run_name:
+            raise SpecError(
+                f"{path}:{_line_of(node, ['sweep'])}: sweep value {chosen} makes the run name "
+                f"{run_name!r}, which is not a safe folder name ({RUN_NAME.pattern}, no '..'); "
+                "use values without '/', spaces or '..'"
+            )
         errors = schema_errors(run_spec, "spec.schema.json")
         if errors:
             msgs = [(w, f"sweep value {chosen}: {m}") for w, m in errors]

@@ -1,0 +1,130 @@
+"""Data preparation at scale: tunemake's shard/clean/tokenize/audit against `datasets.map`.
+
+On a generated JSONL source (default 1,000,000 prompt/completion records) and one tokenizer
+(a local model folder, so no model is trained; the environment and base_model steps run
+before the clock starts), in the same run:
+- `prep_vs_datasets_map`: records/s of `snakemake data` (reading, cleaning, sharding,
+  tokenizing, auditing) over records/s of `datasets.load_dataset("json")` +
+  `Dataset.map(batched=True, num_proc=2)` tokenizing the same records (target >= 1.0);
+- `edit_one_record_vs_full`: wall time of the rerun after editing one record over the full
+  preparation (target <= 0.10).
+
+    python bench/data_prep.py [--records 1000000] [--shards 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.workflow_fixtures import copy_workflow, jobs_run, snakemake  # noqa: E402
+
+WORDS = "zero one two three four five six seven eight nine".split()
+
+
+def write_records(path: Path, count: int, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        for _ in range(count):
+            number = str(rng.randrange(10**9))
+            completion = " ".join(WORDS[int(d)] for d in number)
+            handle.write(json.dumps({"prompt": f"Spell {number}:", "completion": completion}) + "\n")
+
+
+def build_tiny_model(folder: Path, texts: list[str]) -> None:
+    """A local model folder (config, weights, tokenizer) for model.path."""
+    from scripts.base_model import build_model, train_tokenizer
+    from scripts.common.spec import check_slice
+
+    build = check_slice("model", {"build": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}})["build"]
+    tokenizer = train_tokenizer(texts, 512)
+    tokenizer.save_pretrained(str(folder))
+    build_model(build, tokenizer, folder)
+
+
+def write_spec(workdir: Path, shards: int) -> None:
+    spec = yaml.safe_load((workdir / "specs/demo.yaml").read_text())
+    spec["model"] = {"path": str(workdir / "models/tiny")}
+    spec["data"] = {
+        "sources": [
+            {"path": "data/bench/records.jsonl", "fields": {"prompt": "prompt", "completion": "completion"}}
+        ],
+        "num_shards": shards,
+    }
+    (workdir / "specs/demo.yaml").unlink()
+    (workdir / "specs/bench.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+def datasets_map_seconds(source: Path, model: Path, cache: Path) -> float:
+    """The baseline a user would write: load the JSONL, map a batched tokenizer over 2 processes."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    datasets.disable_progress_bars()
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    eos = tokenizer.eos_token_id
+
+    def encode(batch):
+        prompts = tokenizer(batch["prompt"])["input_ids"]
+        completions = tokenizer(batch["completion"], add_special_tokens=False)["input_ids"]
+        ids = [p + c + [eos] for p, c in zip(prompts, completions)]
+        labels = [[-100] * len(p) + c + [eos] for p, c in zip(prompts, completions)]
+        return {"input_ids": ids, "labels": labels}
+
+    data = datasets.load_dataset("json", data_files=str(source), split="train", cache_dir=str(cache))
+    data.map(encode, batched=True, num_proc=2, remove_columns=data.column_names)
+    return time.perf_counter() - start
+
+
+def edit_one_line(path: Path) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    middle = len(lines) // 2
+    record = json.loads(lines[middle])
+    record["completion"] += " (edited)"
+    lines[middle] = json.dumps(record) + "\n"
+    path.write_text("".join(lines))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--shards", type=int, default=32)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = copy_workflow(Path(tmp) / "wf")
+        source = workdir / "data/bench/records.jsonl"
+        write_records(source, args.records)
+        sample = [json.loads(line) for line in source.read_text().splitlines()[:5000]]
+        build_tiny_model(workdir / "models/tiny", [f"{r['prompt']} {r['completion']}" for r in sample])
+        write_spec(workdir, args.shards)
+        snakemake(workdir, "data", "--until", "base_model")  # environment + tokenizer check: not data prep
+        start = time.perf_counter()
+        ran = jobs_run(snakemake(workdir, "data"))
+        full = time.perf_counter() - start
+        edit_one_line(source)
+        start = time.perf_counter()
+        rerun_jobs = jobs_run(snakemake(workdir, "data"))
+        rerun = time.perf_counter() - start
+        baseline = datasets_map_seconds(source, workdir / "models/tiny", Path(tmp) / "hf-cache")
+    print(f"records: {args.records}  shards: {args.shards}")
+    print(f"jobs full: {dict(ran)}  jobs after one edit: {dict(rerun_jobs)}")
+    print(f"tunemake_full_s: {full:.2f}  tunemake_edit_s: {rerun:.2f}  datasets_map_s: {baseline:.2f}")
+    print(f"prep_vs_datasets_map: {baseline / full:.2f}")
+    print(f"edit_one_record_vs_full: {rerun / full:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Tokenizers and chat templates without transformers: fast to import, batched, exact masks.
+
+`load_tokenizer_files` reads the base model folder's `tokenizer.json` with the `tokenizers`
+library (the same Rust tokenizer transformers wraps; a test checks the ids agree) and falls
+back to transformers for folders without one. `chat_segments` renders a conversation with a
+Jinja chat template (the same sandbox settings as transformers) and cuts it into spans that
+are trained on (assistant turns, up to and including their end-of-turn tokens) or not.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class TemplateError(ValueError):
+    """A chat template that cannot be used; the message says why and what to change."""
+
+
+@dataclass
+class TokenizerFiles:
+    encode: object  # (texts, add_special_tokens) -> list[list[int]]
+    decode: object  # ids -> text, special tokens kept
+    special: dict  # bos_token, eos_token, pad_token, unk_token -> text or None
+    ids: dict  # the same names -> id or None
+    chat_template: str | None
+
+
+def _token_text(value):
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def _own_template(folder: Path, config: dict) -> str | None:
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    template = config.get("chat_template")
+    if isinstance(template, list):  # named templates: the default one
+        template = next((t["template"] for t in template if t.get("name") == "default"), None)
+    return template
+
+
+def load_tokenizer_files(folder) -> TokenizerFiles:
+    folder = Path(folder)
+    config = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        if (folder / name).is_file():
+            config |= json.loads((folder / name).read_text(encoding="utf-8"))
+    names = ("bos_token", "eos_token", "pad_token", "unk_token")
+    special = {name: _token_text(config.get(name)) for name in names}
+    if (folder / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+
+        def encode(texts, add_special_tokens=True):
+            encoded = backend.encode_batch_fast(list(texts), add_special_tokens=add_special_tokens)
+            return [e.ids for e in encoded]
+
+        def decode(ids):
+            return backend.decode(list(ids), skip_special_tokens=False)
+
+        ids = {name: backend.token_to_id(text) if text else None for name, text in special.items()}
+    else:  # sentencepiece-only folders: the slow path, same ids
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+
+        def encode(texts, add_special_tokens=True):
+            return tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+
+        def decode(ids):
+            return tokenizer.decode(list(ids), skip_special_tokens=False)
+
+        special = {name: getattr(tokenizer, name) for name in names}
+        ids = {
+            name: tokenizer.convert_tokens_to_ids(text) if text else None for name, text in special.items()
+        }
+    return TokenizerFiles(encode, decode, special, ids, _own_template(folder, config))
+
+
+def compile_template(text: str):
+    """A Jinja template in the sandbox transformers uses (trim_blocks, lstrip_blocks, tojson...)."""
+    from jinja2 import TemplateError as JinjaError
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise TemplateError(f"the chat template raised: {message}")
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(
+            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    try:
+        return env.from_string(text)
+    except JinjaError as exc:
+        raise TemplateError(f"the chat template is not valid Jinja: {exc}") from None
+
+
+def render(template, messages: list[dict], special: dict, add_generation_prompt: bool) -> str:
+    return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **special)
+
+
+def chat_segments(template, messages: list[dict], special: dict, loss_on: str):
+    """([(text, trained, in_prompt)], prompt text, reference) of one conversation.
+
+    Assistant turn i is trained from where the generation prompt after messages[:i] ends to
+    where messages[:i+1] ends (its content and end-of-turn tokens). The prompt is the rendered
+    generation prompt of the LAST assistant turn; the reference is that turn's content."""
+    full = render(template, messages, special, False)
+    spans, prompt = [], None
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = render(template, messages[:i], special, True)
+        upto = render(template, messages[: i + 1], special, False)
+        if not (upto.startswith(before) and full.startswith(upto)):
+            raise TemplateError(
+                f"the chat template renders turn {i} differently once later turns follow, so the "
+                "assistant spans cannot be found; use a template whose rendering of a conversation "
+                "starts with the rendering of its first turns"
+            )
+        spans.append((len(before), len(upto)))
+        prompt = before
+    if prompt is None:
+        raise TemplateError("the conversation has no assistant turn")
+    segments, at = [], 0
+    for start, end in spans:
+        segments += [(at, full[at:start], loss_on == "all"), (start, full[start:end], True)]
+        at = end
+    segments.append((at, full[at:], loss_on == "all"))
+    reference = [m["content"] for m in messages if m["role"] == "assistant"][-1]
+    last = spans[-1][0]
+    return [(text, trained, start < last) for start, text, trained in segments if text], prompt, reference

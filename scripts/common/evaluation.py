@@ -1,0 +1,196 @@
+"""What evaluation computes from generations and losses: report metrics, per-example scores,
+worst-first predictions, report.json and its Markdown summary. Pure functions, no torch."""
+
+from __future__ import annotations
+
+import math
+
+from scripts.common import metrics as M
+
+TEXT_METRICS = ("exact_match", "accuracy", "rouge", "bleu", "chrf")
+LOSS_METRICS = ("loss", "perplexity")
+WORST_IN_REPORT = 5
+
+
+def ordered(names) -> list[str]:
+    """Report metric names in a fixed reading order (matches first, then overlap, then loss)."""
+    known = list(M.HIGHER_IS_BETTER)
+    return sorted(names, key=lambda n: (known.index(n) if n in known else len(known), n))
+
+
+def text_metric_names(ev: dict) -> list[str]:
+    return [name for name in ev["metrics"] if name in TEXT_METRICS]
+
+
+def wants_loss(ev: dict) -> bool:
+    return any(name in LOSS_METRICS for name in ev["metrics"])
+
+
+def metric_options(ev: dict) -> dict[str, dict]:
+    """The spec's options per metric, as keyword arguments of scripts.common.metrics."""
+    return {
+        "exact_match": ev["exact_match"],
+        "accuracy": ev["accuracy"],
+        "rouge": {**ev["rouge"], "seed": ev["seed"]},
+        "bleu": ev["bleu"],
+        "chrf": ev["chrf"],
+    }
+
+
+def text_metrics(ev: dict, outputs: list[str], references: list[str]) -> dict[str, float]:
+    """Flat report metrics (rouge -> rouge1..rougeLsum, bleu/chrf -> their 0-100 score)."""
+    names = text_metric_names(ev)
+    options = metric_options(ev)
+    results = M.compute_metrics(names, outputs, references, {n: options[n] for n in names})
+    flat: dict[str, float] = {}
+    for name, value in results.items():
+        if name == "rouge":
+            flat.update(value)
+        elif isinstance(value, dict):
+            flat[name] = value["score"]
+        else:
+            flat[name] = value
+    return flat
+
+
+def loss_metrics(ev: dict, mean_loss: float) -> dict[str, float]:
+    out = {"validation_loss": mean_loss}
+    if "perplexity" in ev["metrics"]:
+        out["perplexity"] = M.perplexity(mean_loss)
+    return out
+
+
+def rounded(values: dict[str, float], digits: int = 6) -> dict[str, float]:
+    return {k: round(float(v), digits) for k, v in values.items()}
+
+
+def per_example_rouge_type(ev: dict) -> str:
+    types = ev["rouge"]["rouge_types"]
+    return "rougeL" if "rougeL" in types else types[0]
+
+
+def example_scores(ev: dict, outputs: list[str], references: list[str]) -> list[dict[str, float]]:
+    """Per-example scores of the text metrics that have one (corpus BLEU has none)."""
+    columns: dict[str, list[float]] = {}
+    names = text_metric_names(ev)
+    if "exact_match" in names:
+        columns["exact_match"] = M.exact_match_per_example(outputs, references, **ev["exact_match"])
+    if "accuracy" in names:
+        columns["accuracy"] = M.accuracy_per_example(outputs, references, **ev["accuracy"])
+    if "rouge" in names:
+        kind = per_example_rouge_type(ev)
+        columns[kind] = M.rouge_per_example(
+            outputs, references, rouge_type=kind, use_stemmer=ev["rouge"]["use_stemmer"]
+        )
+    if "chrf" in names:
+        columns["chrf"] = M.chrf_per_example(outputs, references, **ev["chrf"])
+    return [{k: round(v[i], 6) for k, v in columns.items()} for i in range(len(outputs))]
+
+
+def primary_score(ev: dict) -> str | None:
+    """The per-example score that orders predictions (worst first): the first text metric
+    of the spec that has one; None when only loss is asked for."""
+    for name in text_metric_names(ev):
+        if name == "rouge":
+            return per_example_rouge_type(ev)
+        if name != "bleu":
+            return name
+    return None
+
+
+def _worst_first_key(primary: str | None):
+    def key(prediction: dict):
+        scores = prediction["scores"]["tuned"]
+        score = scores.get(primary) if primary else None
+        loss = scores.get("loss")
+        return (
+            score is None,
+            score if score is not None else 0.0,
+            -loss if loss is not None else 0.0,
+            prediction["id"],
+        )
+
+    return key
+
+
+def prediction_rows(ev: dict, rows: list[dict], results: dict) -> list[dict]:
+    """One record per validation example, worst tuned example first. `results[model]` holds
+    `outputs` ({row index: text}) and `losses` ([(sum, count)] per row, or None)."""
+    scores: dict[str, dict[int, dict]] = {}
+    for model, result in results.items():
+        indices = sorted(result["outputs"])
+        texts = [result["outputs"][i] for i in indices]
+        refs = [rows[i]["reference"] for i in indices]
+        per = example_scores(ev, texts, refs) if texts else []
+        scores[model] = {i: dict(s) for i, s in zip(indices, per)}
+        for i, (total, count) in enumerate(result["losses"] or []):
+            if count:
+                scores[model].setdefault(i, {})["loss"] = round(total / count, 6)
+    out = []
+    for i, row in enumerate(rows):
+        record = {"id": row["id"], "prompt": row["prompt"], "reference": row["reference"], "scores": {}}
+        for model in ("base", "tuned"):
+            result = results.get(model)
+            record[model] = result["outputs"].get(i) if result else None
+            record["scores"][model] = scores[model].get(i, {}) if result else None
+        out.append(record)
+    return sorted(out, key=_worst_first_key(primary_score(ev)))
+
+
+def build_report(run: str, rows: int, generated: int, base: dict | None, tuned: dict, worst: list) -> dict:
+    """report.json: flat metrics per model, which direction is better, and what improved."""
+    better = {name: M.HIGHER_IS_BETTER[name] for name in tuned}
+    improved = None
+    if base is not None:
+        improved = {name: M.improved(name, base[name], tuned[name]) for name in tuned}
+    return {
+        "schema_version": 1,
+        "run": run,
+        "examples": rows,
+        "generated": generated,
+        "metrics": {"base": base, "tuned": tuned},
+        "higher_is_better": better,
+        "improved": improved,
+        "worst": worst[:WORST_IN_REPORT],
+    }
+
+
+def cell(value, limit: int = 120) -> str:
+    """Text for a Markdown table cell: one line, pipes escaped, long text cut."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else f"{value:.4g}"
+    text = " ".join(str(value).split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.replace("|", "\\|") or '""'
+
+
+def metrics_markdown(report: dict) -> str:
+    base, tuned = report["metrics"]["base"], report["metrics"]["tuned"]
+    lines = ["| metric | better | base | tuned | change | improved |", "|---|---|---|---|---|---|"]
+    for name in ordered(tuned):
+        value = tuned[name]
+        arrow = "↑ higher" if report["higher_is_better"][name] else "↓ lower"
+        before = base.get(name) if base else None
+        change = f"{value - before:+.4g}" if before is not None else "-"
+        mark = "-" if report["improved"] is None else ("yes" if report["improved"][name] else "**no**")
+        lines.append(f"| {name} | {arrow} | {cell(before)} | {cell(value)} | {change} | {mark} |")
+    return "\n".join(lines)
+
+
+def summary_markdown(report: dict, predictions: list[dict], worst: int = 10) -> str:
+    """summary.md: the metric table and the worst examples, for people and the Snakemake report."""
+    head = (
+        f"# Evaluation of {report['run']}\n\n{report['examples']} validation examples "
+        f"({report['generated']} with a prompt, generated by both models).\n\n"
+    )
+    rows = ["| id | prompt | reference | base | tuned | tuned scores |", "|---|---|---|---|---|---|"]
+    for p in predictions[:worst]:
+        scores = ", ".join(f"{k} {v:.3g}" for k, v in (p["scores"]["tuned"] or {}).items())
+        rows.append(
+            f"| {p['id'][:8]} | {cell(p['prompt'])} | {cell(p['reference'])} | {cell(p['base'])} "
+            f"| {cell(p['tuned'])} | {scores or '-'} |"
+        )
+    worst_part = f"\n\n## Worst {min(worst, len(predictions))} examples (tuned)\n\n" + "\n".join(rows)
+    return head + metrics_markdown(report) + worst_part + "\n"

@@ -1,0 +1,70 @@
+"""Trainer callbacks of the train step: the JSONL training log and early stopping.
+
+Both are written so that a resumed run behaves like an uninterrupted one: the log continues
+the kept entries (elapsed time included), and early stopping decides from the trainer's own
+log history, which checkpoints restore, rather than from state of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+LOGGED = ("loss", "eval_loss", "learning_rate", "grad_norm", "train_loss")
+
+
+def log_entry(state, logs: dict, elapsed: float, tokens_per_s: float | None) -> dict:
+    """One line of log.jsonl from the trainer's logs at a logging (or evaluation) step."""
+    entry = {"step": state.global_step, "epoch": state.epoch, "elapsed_s": round(elapsed, 3)}
+    for key in LOGGED:
+        if key in logs:
+            entry[key] = float(logs[key])
+    entry["tokens_seen"] = int(state.num_input_tokens_seen)
+    if tokens_per_s is not None:
+        entry["tokens_per_s"] = round(tokens_per_s, 1)
+    return entry
+
+
+def should_stop(eval_losses: list[float], patience: int, threshold: float) -> bool:
+    """True when none of the last `patience` validation losses beat the best before them."""
+    if len(eval_losses) <= patience:
+        return False
+    best_before = min(eval_losses[:-patience])
+    return all(loss > best_before - threshold for loss in eval_losses[-patience:])
+
+
+def make_callbacks(log_path: Path, elapsed_before: float, patience: int | None, threshold: float):
+    from transformers import TrainerCallback
+
+    class JsonlLog(TrainerCallback):
+        """log.jsonl: loss, validation loss, learning rate, grad norm, tokens/s, elapsed."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.mark = (time.perf_counter(), state.num_input_tokens_seen)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            now, rate = time.perf_counter(), None
+            if "loss" in logs:  # a training interval: its throughput
+                then, tokens = self.mark
+                rate = (state.num_input_tokens_seen - tokens) / max(now - then, 1e-9)
+                self.mark = (now, state.num_input_tokens_seen)
+            elapsed = elapsed_before + now - self.start
+            with open(log_path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(log_entry(state, logs, elapsed, rate), sort_keys=True) + "\n")
+
+    class EarlyStopping(TrainerCallback):
+        """Stop when the validation loss stops improving (from the restored log history)."""
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            losses = [e["eval_loss"] for e in state.log_history if "eval_loss" in e]
+            if metrics and "eval_loss" in metrics and (not losses or losses[-1] != metrics["eval_loss"]):
+                losses.append(metrics["eval_loss"])
+            if should_stop(losses, patience, threshold):
+                control.should_training_stop = True
+
+    log = JsonlLog()
+    log.start = time.perf_counter()
+    return [log] + ([EarlyStopping()] if patience else [])

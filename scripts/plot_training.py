@@ -1,0 +1,104 @@
+"""Plot a run's training curves: training loss and, when logged, validation (eval) loss per step.
+
+Reads the trainer log `results/runs/<run>/train/log.jsonl` (one JSON object per logging step)
+and writes a PNG.
+
+    python -m scripts.plot_training --log results/runs/demo/train/log.jsonl --run demo \
+        --out results/runs/demo/report/loss.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from scripts.common.manifest import fail
+
+FIGSIZE = (7.0, 4.2)
+
+
+def loss_series(entries: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) pairs of `loss` (training) and `eval_loss` (validation), by step, last entry
+    winning when a resumed run logged a step twice."""
+    series: dict[str, dict[int, float]] = {"loss": {}, "eval_loss": {}}
+    for entry in entries:
+        for key, points in series.items():
+            if isinstance(entry.get(key), (int, float)) and "step" in entry:
+                points[int(entry["step"])] = float(entry[key])
+    return {key: sorted(points.items()) for key, points in series.items()}
+
+
+def read_log(path: str) -> list[dict]:
+    entries = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                fail(f"{path}:{number}: not a JSON line ({exc.msg}); rerun training to rewrite the log")
+    return entries
+
+
+def draw(series: dict, run: str, out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
+    styles = {"loss": ("training loss", "-", None), "eval_loss": ("validation loss", "--", "o")}
+    for key, (label, line, marker) in styles.items():
+        if series[key]:
+            steps, values = zip(*series[key])
+            final = f" (last {values[-1]:.3g})"
+            ax.plot(steps, values, linestyle=line, marker=marker, label=label + final)
+    if not any(series.values()):
+        ax.text(
+            0.5,
+            0.5,
+            "no loss logged\n(train.logging_steps above the step count?)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+    else:
+        ax.legend()
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy per label token (nats)")
+    ax.set_title(f"{run}: loss curves")
+    ax.grid(alpha=0.3)
+    save_png(fig, out)
+
+
+def save_png(fig, path: str, tight: bool = False) -> None:
+    """Write a matplotlib figure as PNG atomically (no timestamp metadata) and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from scripts.common.files import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    extra = {"bbox_inches": "tight", "pad_inches": 0.2} if tight else {}
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None}, **extra)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--log", required=True, help="the trainer's log.jsonl")
+    parser.add_argument("--run", required=True, help="run name (the plot title)")
+    parser.add_argument("--out", required=True, help="PNG to write")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    draw(loss_series(read_log(args.log)), args.run, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Tokenization: same ids as transformers, exact loss masks for multi-turn chats, the template in
+the key, and the audit that catches a template without EOS."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from scripts import audit_data, tokenize_shard
+from scripts.common.chat import load_tokenizer_files
+from scripts.common.files import jsonl_text
+from scripts.common.spec import artifact_keys, check_slice, load_spec_file
+
+FIXTURES = Path(__file__).parent / "data"
+TEMPLATE = (FIXTURES / "chat_template.jinja").read_text()
+CHAT = [
+    {"role": "system", "content": "Spell digits."},
+    {"role": "user", "content": "Spell 12:"},
+    {"role": "assistant", "content": "one two"},
+    {"role": "user", "content": "Spell 3:"},
+    {"role": "assistant", "content": "three"},
+]
+RECORDS = [
+    {"id": "a" * 16, "split": "train", "prompt": "Spell 5:", "completion": "five"},
+    {"id": "b" * 16, "split": "validation", "text": "plain text to learn"},
+    {"id": "c" * 16, "split": "train", "messages": CHAT},
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from scripts.base_model import train_tokenizer
+
+    folder = tmp_path_factory.mktemp("tok")
+    texts = ["Spell 12: one two three four five", "plain text to learn <|user|> <|assistant|>"] * 20
+    train_tokenizer(texts, 300).save_pretrained(str(folder))
+    return folder
+
+
+def tokenize(tmp_path, model_dir, records=RECORDS, **tok) -> list[dict]:
+    records_file = tmp_path / "clean.jsonl"
+    records_file.write_text(jsonl_text(records))
+    spec = json.dumps({"max_length": 128, "chat_template": TEMPLATE, **tok})
+    out = tmp_path / "tokens.parquet"
+    tokenize_shard.main(
+        [
+            "--spec-json",
+            spec,
+            "--input",
+            str(records_file),
+            "--tokenizer",
+            str(model_dir),
+            "--out",
+            str(out),
+            "--manifest",
+            str(tmp_path / "tokens.json"),
+        ]
+    )
+    return pq.read_table(out).to_pylist()
+
+
+def test_ids_match_transformers(model_dir):
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(model_dir))
+    ours = load_tokenizer_files(model_dir)
+    texts = ["Spell 372:", "three seven two", "</s> and <s> inside", "ünïcode  spaces\n"]
+    for special in (True, False):
+        assert ours.encode(texts, special) == hf(texts, add_special_tokens=special)["input_ids"]
+    assert ours.ids["eos_token"] == hf.eos_token_id and ours.ids["pad_token"] == hf.pad_token_id
+
+
+def test_prompt_completion_and_text(tmp_path, model_dir):
+    rows = {r["id"][0]: r for r in tokenize(tmp_path, model_dir, RECORDS[:2])}
+    tok = load_tokenizer_files(model_dir)
+    pc, text = rows["a"], rows["b"]
+    prompt_ids = tok.encode(["Spell 5:"])[0]
+    assert pc["input_ids"][: pc["prompt_length"]] == prompt_ids and pc["labels"][: len(prompt_ids)] == [
+        -100
+    ] * len(prompt_ids)
+    assert pc["labels"][-1] == tok.ids["eos_token"] and (pc["prompt"], pc["reference"]) == (
+        "Spell 5:",
+        "five",
+    )
+    assert text["labels"] == text["input_ids"] and text["prompt_length"] == 0
+
+
+def test_multi_turn_chat_trains_on_every_assistant_turn_only(tmp_path, model_dir):
+    (row,) = tokenize(tmp_path, model_dir, RECORDS[2:])
+    tok = load_tokenizer_files(model_dir)
+    ids, labels = row["input_ids"], row["labels"]
+    runs, current = [], []
+    for token, label in zip(ids, labels):
+        if label != -100:
+            current.append(token)
+        elif current:
+            runs.append(current)
+            current = []
+    runs += [current] if current else []
+    assert [tok.decode(run) for run in runs] == ["one two</s>\n", "three</s>\n"]
+    assert row["reference"] == "three"
+    assert row["prompt"].endswith("<|user|>\nSpell 3:\n<|assistant|>\n")
+    assert tok.decode(ids[: row["prompt_length"]]) == row["prompt"]
+    everything = tokenize(tmp_path, model_dir, RECORDS[2:], loss_on="all")[0]
+    assert everything["labels"] == everything["input_ids"]
+
+
+def test_chat_without_a_template_fails_clearly(tmp_path, model_dir, capsys):
+    with pytest.raises(SystemExit):
+        tokenize(tmp_path, model_dir, RECORDS[2:], chat_template=None)
+    assert "chat records need a chat template: the tokenizer has none" in capsys.readouterr().err
+
+
+def test_template_text_is_in_the_tokens_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(Path(__file__).parents[1] / "specs", "specs")
+    (run,) = load_spec_file("specs/demo.yaml")
+    sections = run.sections
+    base = artifact_keys(sections)["tokens"]
+
+    def key(**tok):
+        return artifact_keys(
+            {**sections, "tokenize": check_slice("tokenize", {**sections["tokenize"], **tok})}
+        )["tokens"]
+
+    assert key(audit={"examples": 50}) == base  # audit settings do not re-tokenize
+    assert key(chat_template=TEMPLATE) != key(chat_template=TEMPLATE + " ") != base
+    Path("t.jinja").write_text(TEMPLATE)
+    first = key(chat_template_file="t.jinja")
+    Path("t.jinja").write_text(TEMPLATE.replace("<|assistant|>", "<|bot|>"))
+    assert key(chat_template_file="t.jinja") != first
+
+
+def audit(tmp_path, model_dir, **tok):
+    spec = json.dumps({"max_length": 128, **tok})
+    return audit_data.main(
+        [
+            "--spec-json",
+            spec,
+            "--tokens",
+            str(tmp_path / "tokens.parquet"),
+            "--tokenizer",
+            str(model_dir),
+            "--report",
+            str(tmp_path / "audit.json"),
+            "--examples",
+            str(tmp_path / "ex.txt"),
+        ]
+    )
+
+
+def test_audit_passes_good_data_and_renders_masks(tmp_path, model_dir):
+    tokenize(tmp_path, model_dir)
+    audit(tmp_path, model_dir)
+    report = json.loads((tmp_path / "audit.json").read_text())
+    assert report["counts"] == {"examples": 3, "failed": {}}
+    text = (tmp_path / "ex.txt").read_text()
+    assert "⟪<s>Spell 5:⟫five</s>" in text and "⟪<|assistant|>\n⟫" not in text
+
+
+def test_audit_fails_a_template_without_eos(tmp_path, model_dir, capsys):
+    tokenize(tmp_path, model_dir, RECORDS[2:], chat_template=TEMPLATE.replace("{{ eos_token }}", ""))
+    with pytest.raises(SystemExit):
+        audit(tmp_path, model_dir)
+    err = capsys.readouterr().err
+    assert "1 examples has a trained span (assistant turn or completion) without EOS as a label" in err
+    assert not (tmp_path / "audit.json").exists()
+    audit(tmp_path, model_dir, audit={"fail": False})  # report only
+    assert json.loads((tmp_path / "audit.json").read_text())["counts"]["failed"] == {"no_eos_at_turn_end": 1}

@@ -1,0 +1,96 @@
+"""Data at scale through Snakemake: a 100k-record JSONL source, a two-value learning-rate sweep,
+then one record edited, added and deleted; the jobs Snakemake ran are counted each time."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import yaml
+
+from tests.workflow_fixtures import copy_workflow, jobs_run, snakemake
+
+pytestmark = pytest.mark.slow
+RECORDS, SHARDS = 100_000, 16
+WORDS = "zero one two three four five six seven eight nine".split()
+
+
+def write_source(path, count: int) -> list[str]:
+    rng = random.Random(1)
+    lines = []
+    for _ in range(count):
+        number = str(rng.randrange(10**9))
+        lines.append(
+            json.dumps({"prompt": f"Spell {number}:", "completion": " ".join(WORDS[int(d)] for d in number)})
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def build_local_model(folder, texts) -> None:
+    from scripts.base_model import build_model, train_tokenizer
+    from scripts.common.spec import check_slice
+
+    build = check_slice("model", {"build": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}})["build"]
+    tokenizer = train_tokenizer(texts, 300)
+    tokenizer.save_pretrained(str(folder))
+    build_model(build, tokenizer, folder)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("data_at_scale"))
+    lines = write_source(workdir / "data/big/records.jsonl", RECORDS)
+    build_local_model(workdir / "models/tiny", [json.loads(line)["completion"] for line in lines[:2000]])
+    spec = yaml.safe_load((workdir / "specs/demo.yaml").read_text())
+    spec["model"] = {"path": str(workdir / "models/tiny")}  # a fixed tokenizer: edits do not retrain it
+    spec["data"] = {
+        "sources": [
+            {"path": "data/big/records.jsonl", "fields": {"prompt": "prompt", "completion": "completion"}}
+        ],
+        "num_shards": SHARDS,
+    }
+    spec["sweep"] = {"train.learning_rate": [1e-3, 3e-3]}
+    (workdir / "specs/demo.yaml").unlink()
+    (workdir / "specs/big.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return workdir
+
+
+def rewrite(workdir, change) -> None:
+    path = workdir / "data/big/records.jsonl"
+    lines = path.read_text().splitlines()
+    change(lines)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def data_jobs(workdir):
+    ran = jobs_run(snakemake(workdir, "data", timeout=600))
+    manifest = next((workdir / "results/data").glob("*/shards.json"))
+    source = json.loads(manifest.read_text())["details"]["sources"][0]
+    return ran, source
+
+
+def test_sweep_tokenizes_once_and_edits_rebuild_only_their_shards(big):
+    ran, source = data_jobs(big)
+    assert ran["shard_data"] == 1 and ran["clean_shard"] == SHARDS
+    assert ran["tokenize_shard"] == SHARDS  # two runs, one set of tokens
+    assert ran["audit_data"] == 2 and source["records"] == RECORDS
+
+    rewrite(big, lambda lines: lines.__setitem__(50_000, lines[50_000].replace('"Spell ', '"Spell 0')))
+    ran, source = data_jobs(big)
+    assert 1 <= ran["clean_shard"] <= 2 and 1 <= ran["tokenize_shard"] <= 2, ran
+    assert "base_model" not in ran and source["chunks"] - source["chunks_cached"] == 1
+
+    rewrite(big, lambda lines: lines.append(json.dumps({"prompt": "Spell 7:", "completion": "seven"})))
+    ran, source = data_jobs(big)
+    assert ran["clean_shard"] == 1 and ran["tokenize_shard"] == 1, ran
+    assert source["records"] == RECORDS + 1
+
+    rewrite(big, lambda lines: lines.pop(123))
+    ran, source = data_jobs(big)
+    assert ran["clean_shard"] == 1 and ran["tokenize_shard"] == 1, ran
+    assert source["records"] == RECORDS
+
+    assert not jobs_run(snakemake(big, "data"))  # and nothing left to do

@@ -1,0 +1,231 @@
+"""Sources and record shapes: every format in, every shape mapped, every bad input named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from scripts import clean_shard, shard_data
+from scripts.common.records import normalize_text
+from scripts.common.spec import SpecError, check_slice, load_spec_file
+
+FIXTURES = Path(__file__).parent / "data"
+PC = {"prompt": "prompt", "completion": "completion"}
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch):
+    """A workflow folder to run in (source paths are relative to it), with the fixtures."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(FIXTURES, tmp_path / "data")
+    return tmp_path
+
+
+def prepare(sources: list[dict], **data) -> tuple[list[dict], dict]:
+    """shard_data then clean_shard on every shard: (cleaned records by id order, shard manifest)."""
+    spec = json.dumps({"sources": sources, "num_shards": 2, "validation_fraction": 0.0, **data})
+    shard_data.main(
+        ["--spec-json", spec, "--shard-dir", "raw", "--manifest", "shards.json", "--cache-dir", "cache"]
+    )
+    manifest = json.loads(Path("shards.json").read_text())
+    records = []
+    for shard in manifest["details"]["shards"]:
+        out = f"clean/{shard['hash']}.jsonl"
+        clean_shard.main(
+            ["--spec-json", spec, "--input", shard["path"], "--out", out, "--manifest", out + ".m.json"]
+        )
+        records += [json.loads(line) for line in Path(out).read_text().splitlines()]
+    return sorted(records, key=lambda r: r["id"]), manifest
+
+
+def write(path: str, text: str | bytes) -> str:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def test_jsonl_prompt_completion(here):
+    write("d.jsonl", '{"p": "Spell  1:", "c": "one"}\n\n{"p": "Spell 2:", "c": "two"}\n')
+    records, manifest = prepare([{"path": "d.jsonl", "fields": {"prompt": "p", "completion": "c"}}])
+    assert {(r["prompt"], r["completion"]) for r in records} == {("Spell 1:", "one"), ("Spell 2:", "two")}
+    assert manifest["counts"]["records_read"] == 2
+    assert all(r["split"] == "train" for r in records)
+
+
+def test_json_array_alpaca_with_and_without_input(here):
+    fields = {"instruction": "instruction", "input": "input", "output": "output"}
+    records, _ = prepare([{"path": "data/alpaca.json", "fields": fields}])
+    by_output = {r["completion"]: r["prompt"] for r in records}
+    assert by_output["seven two"].endswith(
+        "### Instruction:\nSpell the number.\n\n### Input:\n72\n\n### Response:"
+    )
+    assert "### Input:" not in by_output["hello"]
+    assert "paired with an input" in by_output["seven two"] and "paired" not in by_output["hello"]
+
+
+def test_tsv_keeps_numbers_as_text_and_csv_quotes(here):
+    records, _ = prepare(
+        [{"path": "data/pairs.tsv", "fields": {"prompt": "question", "completion": "answer"}}]
+    )
+    assert {r["completion"] for r in records} == {"five", "68"}
+    records, _ = prepare([{"path": "data/text.csv", "fields": {"text": "body"}}])
+    assert {r["text"] for r in records} == {"a line, with a comma", "plain text"}
+
+
+def test_parquet_and_save_to_disk_folder(here):
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"q": f"Spell {i}:", "a": str(i)} for i in range(5)]
+    pq.write_table(pa.Table.from_pylist(rows), "rows.parquet")
+    datasets.Dataset.from_list(rows).save_to_disk("saved")
+    fields = {"prompt": "q", "completion": "a"}
+    from_parquet, _ = prepare([{"path": "rows.parquet", "fields": fields}])
+    from_folder, _ = prepare([{"path": "saved", "fields": fields}])
+    assert len(from_parquet) == 5 and from_parquet == from_folder
+
+
+def test_sharegpt_multi_turn_with_roles_mapped_and_system_added(here):
+    source = {
+        "path": "data/chat_sharegpt.jsonl",
+        "fields": {"messages": "conversations"},
+        "chat": {"role_key": "from", "content_key": "value", "system": "You spell numbers."},
+    }
+    records, _ = prepare([source])
+    chats = sorted((r["messages"] for r in records), key=len)
+    assert chats[0] == [
+        {"role": "system", "content": "Be brief."},  # has its own: the default is not added
+        {"role": "user", "content": "Spell 40:"},
+        {"role": "assistant", "content": "four zero"},
+    ]
+    assert [m["role"] for m in chats[1]] == ["system", "user", "assistant", "user", "assistant"]
+    assert chats[1][0]["content"] == "You spell numbers."
+
+
+def test_several_sources_weight_sample_and_explicit_validation(here):
+    write("a.jsonl", "".join(json.dumps({"t": f"record {i}"}) + "\n" for i in range(40)))
+    write("v.jsonl", '{"t": "held out"}\n')
+    sources = [
+        {"path": "a.jsonl", "fields": {"text": "t"}, "sample": 10, "weight": 2},
+        {"path": "v.jsonl", "fields": {"text": "t"}, "split": "validation"},
+    ]
+    records, _ = prepare(sources)
+    assert len(records) == 21
+    assert [r["text"] for r in records if r["split"] == "validation"] == ["held out"]
+    again, _ = prepare(sources)
+    assert again == records  # sampling is by hash: stable
+
+
+def test_cleaning_counts_every_drop_by_reason(here, capsys):
+    lines = ["ok record", "ok  record", "", "x", "y" * 50, "caf\u0065\u0301 \x07bell"]
+    write("d.jsonl", "".join(json.dumps({"t": t}) + "\n" for t in lines))
+    records, _ = prepare(
+        [{"path": "d.jsonl", "fields": {"text": "t"}}], clean={"min_chars": 2, "max_chars": 20}
+    )
+    assert sorted(r["text"] for r in records) == ["café bell", "ok record"]
+    dropped = {}
+    for path in Path("clean").glob("*.m.json"):
+        for reason, n in json.loads(path.read_text())["counts"]["dropped"].items():
+            dropped[reason] = dropped.get(reason, 0) + n
+    assert dropped == {"duplicate": 1, "empty": 1, "too_short": 1, "too_long": 1}
+
+
+def test_normalisation():
+    assert normalize_text("  a \t b\r\nc\u00a0 d  ") == "a b\nc d"
+    assert normalize_text("e\u0301") == "\u00e9"
+    assert normalize_text("a  b", collapse_whitespace=False) == "a  b"
+
+
+BAD = [
+    (
+        "d.jsonl",
+        b'{"p": "a", "c": "b"}\n{"p": "a", "c": \n',
+        PC | {"prompt": "p", "completion": "c"},
+        "d.jsonl:2: malformed JSON: Expecting value at column 17",
+        "malformed_json",
+    ),
+    (
+        "d.jsonl",
+        b'{"prompt": "a", "complete": "b"}\n',
+        PC,
+        "d.jsonl:1: missing field 'completion'; the record has prompt, complete; did you mean 'complete'?",
+        "missing_field",
+    ),
+    (
+        "d.jsonl",
+        b'{"prompt": "a", "completion": ["b"]}\n',
+        PC,
+        "d.jsonl:1: field 'completion' must be a string, got list",
+        "wrong_type",
+    ),
+    (
+        "d.jsonl",
+        b'{"prompt": "a", "completion": "b"}\n{"prompt": "\xff", "completion": "b"}\n',
+        PC,
+        "d.jsonl:2: invalid UTF-8 at byte offset 47; re-encode the file as UTF-8",
+        "invalid_utf8",
+    ),
+    ("d.jsonl", b"", PC, "d.jsonl: the file is empty", "empty_file"),
+    (
+        "d.csv",
+        b"prompt,completion\na,b\na,b,c\n",
+        PC,
+        "d.csv:3: row has 3 columns, the header has 2 (prompt, completion)",
+        "ragged_row",
+    ),
+    (
+        "d.jsonl",
+        b'{"m": [{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}]}\n',
+        {"messages": "m"},
+        "d.jsonl:1: m[1]: unknown chat role 'tool'; known roles: system, user, assistant, human, gpt",
+        "unknown_role",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "fields", "message", "reason"), BAD, ids=[b[4] for b in BAD])
+def test_bad_input_fails_with_a_clear_message_or_is_skipped_and_counted(
+    here, capsys, name, content, fields, message, reason
+):
+    write(name, content)
+    good = write("good.jsonl", '{"prompt": "fine", "completion": "yes"}\n')
+    with pytest.raises(SystemExit) as exit_info:
+        prepare([{"path": name, "fields": fields}, {"path": good, "fields": PC}])
+    err = capsys.readouterr().err
+    assert exit_info.value.code != 0 and message in err and "Traceback" not in err
+    assert not Path("shards.json").exists()  # nothing complete-looking
+    records, manifest = prepare(
+        [{"path": name, "fields": fields, "on_error": "skip"}, {"path": good, "fields": PC}]
+    )
+    assert manifest["counts"]["records_bad"] == {reason: 1}
+    assert message in manifest["details"]["bad_examples"][reason][0]
+    kept = [r.get("completion") for r in records]
+    assert "yes" in kept and set(kept) <= {"yes", "b"}  # good rows of the bad file stay
+
+
+def test_spec_rejects_a_field_mix_and_accepts_each_shape(tmp_path):
+    with pytest.raises(SpecError, match="map either text, or prompt and completion, or instruction"):
+        check_slice("data", {"sources": [{"path": "a.jsonl", "fields": {"text": "a", "prompt": "b"}}]})
+    for fields in (
+        {"text": "t"},
+        {"prompt": "p", "completion": "c"},
+        {"instruction": "i", "output": "o"},
+        {"messages": "m"},
+    ):
+        check_slice("data", {"sources": [{"path": "a.jsonl", "fields": fields}]})
+    spec = (
+        Path("specs/demo.yaml")
+        .read_text()
+        .replace(
+            "fields: {prompt: prompt, completion: completion}",
+            "fields: {prompt: prompt, completion: completion}\n      formt: jsonl",
+        )
+    )
+    path = tmp_path / "exp.yaml"
+    path.write_text(spec)
+    with pytest.raises(SpecError, match="did you mean 'format'"):
+        load_spec_file(path)
