@@ -3,7 +3,8 @@
 Each case states what a user would see. The test checks: non-zero exit, the message, no
 Python traceback, and no complete-looking output. `spec` cases edit the demo spec (dotted
 keys; null deletes), replace text in it, or give a whole text, and run `snakemake -n` on it, so they fail at DAG-build time before any
-job; `data` cases run the data step's CLI on a bad file, as the rule does.
+job; `data` cases run the data step's CLI on a bad file, and `model` cases the base model
+step's CLI on a bad model folder, as the rules do.
 """
 
 from __future__ import annotations
@@ -59,9 +60,12 @@ def run_case(case: dict, workdir: Path, name: str):
             return snakemake(workdir, "-n", "export", "--config", f"specs=specs/{name}.yaml", check=False)
         finally:
             spec.unlink()
+    if case["kind"] == "model":
+        return run_model_case(case, workdir, name)
     data = workdir / "data" / "bad" / case["file"]
     data.parent.mkdir(parents=True, exist_ok=True)
-    data.write_bytes(bytes.fromhex(case["hex"]) if "hex" in case else case["content"].encode())
+    if not case.get("absent"):
+        data.write_bytes(bytes.fromhex(case["hex"]) if "hex" in case else case["content"].encode())
     source = {"path": f"data/bad/{case['file']}", **case["source"]}
     spec_json = yaml.safe_dump({"sources": [source]}, default_flow_style=True, width=10**6)
     manifest = workdir / "results" / "bad" / name / "shards.json"
@@ -85,6 +89,20 @@ def run_case(case: dict, workdir: Path, name: str):
     return proc
 
 
+def run_model_case(case: dict, workdir: Path, name: str):
+    """The base_model step on a hub id or local folder, as its rule runs it."""
+    import json
+
+    out = workdir / "results" / "bad" / name
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.base_model", "--spec-json", json.dumps(case["model"]),
+         "--out", str(out / "model"), "--manifest", str(out / "manifest.json")],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert not (out / "manifest.json").exists(), "a failed model step left a manifest"
+    return proc
+
+
 def _json(flow_yaml: str) -> str:
     import json
 
@@ -105,3 +123,35 @@ def test_bad_input_fails_with_its_message(path, workdir):
 def test_the_corpus_is_large_enough():
     kinds = [load_case(p)["kind"] for p in CASES]
     assert len(kinds) >= 40
+
+
+DOC = REPO / "docs" / "bad-inputs.md"
+
+
+def render_table() -> str:
+    """docs/bad-inputs.md: every case with the message a user sees (regenerate: python -m tests.test_bad_inputs)."""
+    rows = []
+    for path in CASES:
+        case = load_case(path)
+        what = case.get("edit") or case.get("replace") or case.get("model") or case.get("file") or "(whole text)"
+        what = str(what).replace("|", "\\|").replace("\n", " ")
+        expect = case["expect"].replace("|", "\\|")
+        rows.append(f"| {path.stem} | {case['kind']} | `{what}` | {expect} |")
+    head = [
+        "# Bad inputs and their messages",
+        "",
+        f"{len(CASES)} cases from `tests/bad_inputs/`; `tests/test_bad_inputs.py` checks each fails with",
+        "its message, a non-zero exit, no Python traceback and no complete-looking output.",
+        "",
+        "| case | kind | input | message (excerpt) |",
+        "|---|---|---|---|",
+    ]
+    return "\n".join(head + rows) + "\n"
+
+
+def test_docs_table_lists_every_case():
+    assert DOC.read_text() == render_table(), "regenerate with: python -m tests.test_bad_inputs"
+
+
+if __name__ == "__main__":
+    DOC.write_text(render_table())
