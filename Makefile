@@ -34,8 +34,11 @@ test: lint
 test-fast: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
 
+# Every bench prints its ratios against a baseline timed in the same run (README: Benchmarks).
+# report_screenshot needs Debian's chromium; gpu_qlora says so and exits where no GPU is present.
+BENCHES := noop eval_generation train_throughput data_prep report_screenshot gpu_qlora
 bench: venv
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/noop.py
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; HF_HUB_OFFLINE=1 $(BIN)/python bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf results logs benchmarks .snakemake

@@ -138,10 +138,6 @@ def run_export_part(*keys):
     return params
 
 
-def run_card_json(wildcards):
-    return canonical_json(RUNS[wildcards.run].sections["export"]["card"])
-
-
 def run_method(wildcards):
     return RUNS[wildcards.run].sections["train"]["method"]
 
@@ -164,21 +160,6 @@ def all_runs(pattern):
 
 
 # export: the pieces of a run's export folder, its data manifest, the runs that push to a hub
-def _export_errors():
-    """export.format adapter/both needs an adapter: a cross-section rule checked at DAG time."""
-    for run in RUNS.values():
-        fmt = run.sections["export"]["format"]
-        if fmt != "merged" and run.sections["train"]["method"] == "full":
-            yield (
-                f"{run.spec_file}: export.format: {fmt!r} exports an adapter, but train.method "
-                "is 'full' (no adapter to export); use export.format: merged"
-            )
-
-
-if sorted(set(_export_errors())):
-    raise WorkflowError("invalid spec:\n" + "\n".join(sorted(set(_export_errors()))))
-
-
 def run_export_pieces(wildcards):
     fmt = RUNS[wildcards.run].sections["export"]["format"]
     pieces = {

@@ -8,6 +8,8 @@ rule train_model:
         tokens=run_tokens,
         base=run_base,
         env=ENV,
+        # The audit gates training: a failed audit stops the run before any step is trained.
+        audit="results/runs/{run}/audit/audit.json",
     output:
         model=directory("results/runs/{run}/train/model"),
         log="results/runs/{run}/train/log.jsonl",

@@ -95,9 +95,20 @@ def run_model_case(case: dict, workdir: Path, name: str):
 
     out = workdir / "results" / "bad" / name
     proc = subprocess.run(
-        [sys.executable, "-m", "scripts.base_model", "--spec-json", json.dumps(case["model"]),
-         "--out", str(out / "model"), "--manifest", str(out / "manifest.json")],
-        cwd=REPO, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "scripts.base_model",
+            "--spec-json",
+            json.dumps(case["model"]),
+            "--out",
+            str(out / "model"),
+            "--manifest",
+            str(out / "manifest.json"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert not (out / "manifest.json").exists(), "a failed model step left a manifest"
     return proc
@@ -133,7 +144,9 @@ def render_table() -> str:
     rows = []
     for path in CASES:
         case = load_case(path)
-        what = case.get("edit") or case.get("replace") or case.get("model") or case.get("file") or "(whole text)"
+        what = (
+            case.get("edit") or case.get("replace") or case.get("model") or case.get("file") or "(whole text)"
+        )
         what = str(what).replace("|", "\\|").replace("\n", " ")
         expect = case["expect"].replace("|", "\\|")
         rows.append(f"| {path.stem} | {case['kind']} | `{what}` | {expect} |")

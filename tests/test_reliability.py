@@ -14,10 +14,12 @@ pytestmark = pytest.mark.slow
 # (script module, fault point, rule that must rerun): the process is killed at that point,
 # after its main outputs are written and before its manifest (or final file) is.
 FAULTS = [
+    ("scripts.environment", "write", "environment"),
     ("scripts.shard_data", "manifest", "shard_data"),
     ("scripts.clean_shard", "manifest", "clean_shard"),
     ("scripts.base_model", "manifest", "base_model"),
     ("scripts.tokenize_shard", "manifest", "tokenize_shard"),
+    ("scripts.audit_data", "manifest", "audit_data"),
     ("scripts.train", "manifest", "train_model"),
     ("scripts.evaluate", "manifest", "evaluation"),
     ("scripts.merge_model", "manifest", "merge_model"),

@@ -260,6 +260,20 @@ def _train_errors(train: dict) -> list[str]:
     return errors
 
 
+def _cross_section_errors(sections: dict) -> list[tuple[list, str]]:
+    """Rules that span sections, as (spec path, message) pairs."""
+    fmt, method = sections["export"]["format"], sections["train"]["method"]
+    if fmt != "merged" and method == "full":
+        return [
+            (
+                ["export", "format"],
+                f"export.format: {fmt!r} exports an adapter, but train.method is 'full' "
+                "(no adapter to export); use export.format: merged",
+            )
+        ]
+    return []
+
+
 def section_schema(section: str) -> dict:
     return json.loads((SCHEMA_DIR / "spec" / f"{section}.schema.json").read_text())
 
@@ -376,6 +390,10 @@ def load_spec_file(path: str | Path) -> list[Run]:
                 where = f" (sweep value {chosen})" if chosen else ""
                 line = _line_of(node, [section])
                 raise SpecError(f"{path}:{line}: {exc}{where}") from None
+        cross = _cross_section_errors(sections)
+        if cross:
+            where = f"sweep value {chosen}: " if chosen else ""
+            _raise_located(path, node, [(w, where + m) for w, m in cross])
         runs.append(Run(run_name, str(path), sections, chosen))
     return runs
 
