@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from scripts.common.spec_rules import cross_section_errors, semantic_errors
+
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = ROOT / "schemas"
 SECTIONS = ("model", "data", "tokenize", "train", "evaluate", "export")
@@ -149,129 +151,12 @@ def apply_defaults(value, schema: dict):
     return value
 
 
-def _evaluate_errors(value: dict) -> list[str]:
-    """Sampling knobs need do_sample; the accuracy regex must compile."""
-    errors = []
-    if not value["do_sample"]:
-        for key, off in (("temperature", 1.0), ("top_p", 1.0), ("top_k", 0)):
-            if value[key] != off:
-                errors.append(
-                    f"evaluate.{key}: only applies when sampling; set evaluate.do_sample: true "
-                    f"or remove evaluate.{key} (greedy decoding)"
-                )
-    pattern = value["accuracy"]["extract_regex"]
-    if pattern is not None:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            errors.append(f"evaluate.accuracy.extract_regex: {pattern!r} is not a valid regex: {exc}")
-    return errors
-
-
-RECORD_SHAPES = (
-    {"text"},
-    {"prompt", "completion"},
-    {"instruction", "output"},
-    {"instruction", "input", "output"},
-    {"messages"},
-)
-
-
-def _tokenize_errors(value: dict) -> list[str]:
-    """A chat template comes inline or from a file inside the workflow folder, not both."""
-    file = value.get("chat_template_file")
-    if value.get("chat_template") and file:
-        return ["tokenize: set tokenize.chat_template or tokenize.chat_template_file, not both"]
-    if file and (Path(file).is_absolute() or ".." in Path(file).parts):
-        return [f"tokenize.chat_template_file: {file!r} must be a relative path inside the workflow folder"]
-    if file and not Path(file).is_file():
-        return [f"tokenize.chat_template_file: {file!r} not found (relative to the workflow folder)"]
-    return []
-
-
 def template_file_hash(tokenize: dict) -> str | None:
     """sha256 of the chat template file's text (it is part of the tokens key), or None."""
     file = tokenize.get("chat_template_file")
     if not file or not Path(file).is_file():
         return None
     return hashlib.sha256(Path(file).read_bytes()).hexdigest()
-
-
-def _semantic_errors(section: str, value: dict) -> list[str]:
-    """Rules JSON Schema states badly: one-of choices with readable messages, safe paths."""
-    errors = []
-    if section == "model":
-        chosen = [k for k in ("id", "path", "build") if k in value]
-        if len(chosen) != 1:
-            errors.append(
-                "model: give exactly one of model.id (hub), model.path (local folder) or "
-                f"model.build (tiny model from a config); got {chosen or 'none'}"
-            )
-        build = value.get("build") or {}
-        if build and build["hidden_size"] % build["num_heads"]:
-            errors.append("model.build.num_heads must divide model.build.hidden_size")
-    if section == "data":
-        for i, source in enumerate(value["sources"]):
-            fields = set(source["fields"])
-            if fields not in RECORD_SHAPES:
-                errors.append(
-                    f"data.sources[{i}].fields: map either text, or prompt and completion, or "
-                    "instruction and output with an optional input (alpaca), or messages (chat); "
-                    f"got {sorted(fields)}"
-                )
-            path = Path(source["path"])
-            if path.is_absolute() or ".." in path.parts:
-                errors.append(
-                    f"data.sources[{i}].path: {source['path']!r} must be a relative path inside "
-                    "the workflow folder (copy or link the file into it)"
-                )
-    if section == "evaluate":
-        errors += _evaluate_errors(value)
-    if section == "tokenize":
-        errors += _tokenize_errors(value)
-    if section == "train" and ("max_steps" in value) == ("epochs" in value):
-        errors.append("train: set exactly one of train.max_steps or train.epochs")
-    if section == "train":
-        errors.extend(_train_errors(value))
-    return errors
-
-
-def _train_errors(train: dict) -> list[str]:
-    """Train options that only make sense together (the values already have their defaults)."""
-    errors = []
-    if "qlora" in train and train["method"] != "qlora":
-        errors.append(
-            f"train.qlora: 4-bit settings apply to method qlora only, but train.method is "
-            f"{train['method']!r}; remove train.qlora or set train.method: qlora"
-        )
-    batch = train.get("global_batch_size")
-    if batch is not None and train["gradient_accumulation_steps"] != 1:
-        errors.append(
-            "train.global_batch_size: accumulation is derived from it; remove "
-            "train.gradient_accumulation_steps (or the global batch size)"
-        )
-    if batch is not None and batch % train["per_device_batch_size"]:
-        errors.append(
-            f"train.global_batch_size: {batch} is not a multiple of train.per_device_batch_size "
-            f"({train['per_device_batch_size']})"
-        )
-    if train["early_stopping_patience"] is not None and train["eval_steps"] is None:
-        errors.append("train.early_stopping_patience: needs validation; set train.eval_steps too")
-    return errors
-
-
-def _cross_section_errors(sections: dict) -> list[tuple[list, str]]:
-    """Rules that span sections, as (spec path, message) pairs."""
-    fmt, method = sections["export"]["format"], sections["train"]["method"]
-    if fmt != "merged" and method == "full":
-        return [
-            (
-                ["export", "format"],
-                f"export.format: {fmt!r} exports an adapter, but train.method is 'full' "
-                "(no adapter to export); use export.format: merged",
-            )
-        ]
-    return []
 
 
 def section_schema(section: str) -> dict:
@@ -283,7 +168,7 @@ def check_slice(section: str, value) -> dict:
     errors = [m for _, m in schema_errors(value, f"spec/{section}.schema.json", prefix=section)]
     if not errors:
         value = apply_defaults(copy.deepcopy(value), section_schema(section))
-        errors = _semantic_errors(section, value)
+        errors = semantic_errors(section, value)
     if errors:
         raise SpecError("\n".join(errors))
     return value
@@ -390,7 +275,7 @@ def load_spec_file(path: str | Path) -> list[Run]:
                 where = f" (sweep value {chosen})" if chosen else ""
                 line = _line_of(node, [section])
                 raise SpecError(f"{path}:{line}: {exc}{where}") from None
-        cross = _cross_section_errors(sections)
+        cross = cross_section_errors(sections)
         if cross:
             where = f"sweep value {chosen}: " if chosen else ""
             _raise_located(path, node, [(w, where + m) for w, m in cross])
