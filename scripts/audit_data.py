@@ -3,8 +3,11 @@
 Checks every example: at least one label; every label equals its input id or is -100; EOS is
 a label at the end of each trained span (each assistant turn, or the completion); no example
 is longer than tokenize.max_length; pad != eos, or EOS kept as a label where pad == eos.
-Writes `audit.json` (a manifest: counts per failed check, example ids) and `examples.txt`, a
-readable rendering where masked text (no loss) is shown inside ⟪ ⟫.
+tokenize_shard runs these checks on each shard as it writes it and records the result in its
+manifest; this step sums them (so an edited record re-audits one shard, not the dataset) and
+checks a shard itself where no such record exists. Writes `audit.json` (a manifest: counts per
+failed check, example ids) and `examples.txt`, a readable rendering of the first examples where
+masked text (no loss) is shown inside ⟪ ⟫.
 
     python -m scripts.audit_data --spec-json "$(cat tokenize.json)" --tokens tokens/*.parquet \
         --tokenizer results/models/KEY/model --report audit/audit.json --examples audit/examples.txt
@@ -17,63 +20,15 @@ import json
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
+from scripts.common.audit import CHECKS, IGNORE, audit
 from scripts.common.chat import load_tokenizer_files
-from scripts.common.files import atomic_write_text
+from scripts.common.files import atomic_write_text, read_json
 from scripts.common.manifest import fail, write_manifest
 from scripts.common.spec import SpecError, check_slice
 
-IGNORE = -100
 MASK_OPEN, MASK_CLOSE = "⟪", "⟫"
-CHECKS = {
-    "no_labels": "has no token with a label (nothing to learn)",
-    "label_mismatch": "has a label that is neither -100 nor its input id",
-    "no_eos_at_turn_end": "has a trained span (assistant turn or completion) without EOS as a label",
-    "too_long": "is longer than tokenize.max_length",
-}
-
-
-def problem_masks(ids, labels, lengths, eos_id, max_length: int) -> dict:
-    """Per-example boolean arrays, one per check, from flat token arrays (vectorised: 1M examples
-    take about a second)."""
-    import numpy as np
-
-    n = len(lengths)
-    example = np.repeat(np.arange(n), lengths)
-    labelled = labels != IGNORE
-    first = np.zeros(len(labels), bool)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    first[offsets[lengths > 0]] = True
-    previous = np.concatenate([[False], labelled[:-1]]) & ~first
-    last = np.concatenate([first[1:], [True]])
-    following = np.concatenate([labelled[1:], [False]]) & ~last
-    starts, ends = np.flatnonzero(labelled & ~previous), np.flatnonzero(labelled & ~following)
-    eos = labelled & (labels == (-1 if eos_id is None else eos_id))
-    counts = np.cumsum(eos)
-    without_eos = (counts[ends] - counts[starts] + eos[starts]) == 0
-    return {
-        "no_labels": np.bincount(example, weights=labelled, minlength=n) == 0,
-        "label_mismatch": np.bincount(example, weights=labelled & (labels != ids), minlength=n) > 0,
-        "no_eos_at_turn_end": np.bincount(example[starts[without_eos]], minlength=n) > 0,
-        "too_long": lengths > max_length,
-    }
-
-
-def audit(table, eos_id, max_length: int) -> tuple[Counter, dict]:
-    """(failed examples per check, up to five example ids per check) of a token table."""
-    import numpy as np
-    import pyarrow.compute as pc
-
-    ids = table.column("input_ids").combine_chunks()
-    labels = table.column("labels").combine_chunks()
-    lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
-    if not len(lengths):
-        return Counter(), {}
-    masks = problem_masks(ids.flatten().to_numpy(), labels.flatten().to_numpy(), lengths, eos_id, max_length)
-    row_ids = table.column("id").to_pylist()
-    failed = Counter({name: int(mask.sum()) for name, mask in masks.items() if mask.any()})
-    where = {name: [row_ids[i] for i in np.flatnonzero(masks[name])[:5]] for name in failed}
-    return failed, where
 
 
 def render_example(ids: list[int], labels: list[int], decode) -> str:
@@ -110,12 +65,55 @@ def rendering(rows: dict, total: int, decode) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_tokens(paths):
+COLUMNS = ["id", "split", "input_ids", "labels", "prompt_length"]
+
+
+def manifest_of(tokens: str) -> Path:
+    """The tokenize step's manifest beside its parquet (`<sha>.parquet` -> `<sha>.manifest.json`)."""
+    path = Path(tokens)
+    return path.with_name(path.name.removesuffix(".parquet") + ".manifest.json")
+
+
+def shard_audit(tokens: str, eos_id, max_length: int) -> tuple[int, Counter, dict]:
+    """(examples, failed per check, example ids) of one shard: from the tokenize manifest, which
+    audited the shard when it was written, or computed here for shards without one."""
+    import pyarrow.parquet as pq
+
+    manifest = manifest_of(tokens)
+    recorded = read_json(manifest)["details"].get("audit") if manifest.is_file() else None
+    if recorded is not None and recorded["eos_token_id"] == eos_id:
+        return recorded["examples"], Counter(recorded["failed"]), recorded["failed_ids"]
+    table = pq.read_table(tokens, columns=COLUMNS)
+    failed, where = audit(table, eos_id, max_length)
+    return table.num_rows, failed, where
+
+
+def audit_shards(paths, eos_id, max_length: int) -> tuple[int, Counter, dict]:
+    """Every shard's audit summed; up to five example ids per check, in shard order."""
+    total, failed, where = 0, Counter(), {}
+    for path in sorted(paths):
+        examples, shard_failed, shard_where = shard_audit(path, eos_id, max_length)
+        total += examples
+        failed.update(shard_failed)
+        for check, ids in shard_where.items():
+            where[check] = (where.get(check, []) + ids)[:5]
+    return total, failed, where
+
+
+def first_examples(paths, count: int) -> dict:
+    """The first `count` examples, in shard order, as columns (reads only the shards needed)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = ["id", "split", "input_ids", "labels", "prompt_length"]
-    return pa.concat_tables([pq.read_table(p, columns=columns) for p in sorted(paths)])
+    tables, rows = [], 0
+    for path in sorted(paths):
+        if rows >= count:
+            break
+        tables.append(pq.read_table(path, columns=COLUMNS).slice(0, count - rows))
+        rows += tables[-1].num_rows
+    if not tables:
+        return {name: [] for name in COLUMNS}
+    return pa.concat_tables(tables).to_pydict()
 
 
 def parse_args(argv):
@@ -137,11 +135,10 @@ def main(argv=None):
     except SpecError as exc:
         fail(str(exc))
     tokenizer = load_tokenizer_files(args.tokenizer)
-    table = read_tokens(args.tokens)
     eos_id, pad_id = tokenizer.ids["eos_token"], tokenizer.ids["pad_token"]
-    failed, where = audit(table, eos_id, tok["max_length"])
-    shown = table.slice(0, tok["audit"]["examples"]).to_pydict()
-    atomic_write_text(args.examples, rendering(shown, table.num_rows, tokenizer.decode))
+    total, failed, where = audit_shards(args.tokens, eos_id, tok["max_length"])
+    shown = first_examples(args.tokens, tok["audit"]["examples"])
+    atomic_write_text(args.examples, rendering(shown, total, tokenizer.decode))
     messages = [
         f"{n} examples {CHECKS[c]} (for example {', '.join(where[c])})" for c, n in sorted(failed.items())
     ]
@@ -160,12 +157,12 @@ def main(argv=None):
         tok,
         inputs=args.tokens,
         outputs=[args.examples],
-        counts={"examples": table.num_rows, "failed": dict(failed)},
+        counts={"examples": total, "failed": dict(failed)},
         details={"problems": messages, "failed_ids": where, "eos_token_id": eos_id, "pad_token_id": pad_id},
         timings={"total": time.perf_counter() - start},
         environment=args.environment,
     )
-    print(f"audited {table.num_rows} examples; failed {dict(failed)}", file=sys.stderr)
+    print(f"audited {total} examples; failed {dict(failed)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

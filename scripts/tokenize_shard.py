@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from scripts.common.audit import audit
 from scripts.common.chat import TemplateError, chat_segments, compile_template, load_tokenizer_files
 from scripts.common.files import read_jsonl
 from scripts.common.manifest import fail, write_manifest
@@ -109,7 +110,8 @@ def tokenize_records(records: list[dict], tokenizer, tok: dict, template_source:
     return columns, dropped, truncated
 
 
-def write_parquet(columns: dict, path: str) -> None:
+def write_parquet(columns: dict, path: str):
+    """Write the token table atomically; returns it (the audit reads it next)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -120,6 +122,7 @@ def write_parquet(columns: dict, path: str) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    return table
 
 
 def parse_args(argv):
@@ -143,7 +146,9 @@ def main(argv=None):
         columns, dropped, truncated = tokenize_records(read_jsonl(args.input), tokenizer, tok, source)
     except (SpecError, TemplateError, OSError) as exc:
         fail(f"{args.input}: {exc}")
-    write_parquet(columns, args.out)
+    table = write_parquet(columns, args.out)
+    eos_id = tokenizer.ids["eos_token"]
+    failed, where = audit(table, eos_id, tok["max_length"])
     template_sha = hashlib.sha256(source.encode()).hexdigest() if source else None
     rows = len(columns["id"])
     train = sum(split == "train" for split in columns["split"])
@@ -163,7 +168,11 @@ def main(argv=None):
             "dropped": dict(dropped),
             "truncated": truncated,
         },
-        details={"max_length": tok["max_length"], "chat_template_sha256": template_sha},
+        details={
+            "max_length": tok["max_length"],
+            "chat_template_sha256": template_sha,
+            "audit": {"examples": rows, "failed": dict(failed), "failed_ids": where, "eos_token_id": eos_id},
+        },
         timings={"total": time.perf_counter() - start},
         environment=args.environment,
     )

@@ -57,7 +57,7 @@ def tokenize(tmp_path, model_dir, records=RECORDS, **tok) -> list[dict]:
             "--out",
             str(out),
             "--manifest",
-            str(tmp_path / "tokens.json"),
+            str(tmp_path / "tokens.manifest.json"),
         ]
     )
     return pq.read_table(out).to_pylist()
@@ -171,3 +171,16 @@ def test_audit_fails_a_template_without_eos(tmp_path, model_dir, capsys):
     assert not (tmp_path / "audit.json").exists()
     audit(tmp_path, model_dir, audit={"fail": False})  # report only
     assert json.loads((tmp_path / "audit.json").read_text())["counts"]["failed"] == {"no_eos_at_turn_end": 1}
+
+
+def test_audit_sums_the_tokenize_manifests_and_checks_shards_without_one(tmp_path, model_dir):
+    tokenize(tmp_path, model_dir, RECORDS[2:], chat_template=TEMPLATE.replace("{{ eos_token }}", ""))
+    recorded = json.loads((tmp_path / "tokens.manifest.json").read_text())["details"]["audit"]
+    assert recorded["failed"] == {"no_eos_at_turn_end": 1}
+    audit(tmp_path, model_dir, audit={"fail": False})
+    from_manifest = json.loads((tmp_path / "audit.json").read_text())
+    (tmp_path / "tokens.manifest.json").unlink()
+    audit(tmp_path, model_dir, audit={"fail": False})
+    computed = json.loads((tmp_path / "audit.json").read_text())
+    assert from_manifest["counts"] == computed["counts"] == {"examples": 1, "failed": recorded["failed"]}
+    assert from_manifest["details"]["failed_ids"] == computed["details"]["failed_ids"]
