@@ -27,7 +27,7 @@ DOWNSTREAM = {
     "tokenize": ["tokenize_shard", "train_model"],
     "train": ["train_model"],
     "evaluate": ["evaluation"],
-    "export.dtype": ["merge_model"],
+    "export.merge": ["merge_model"],
     "export.card": ["model_card"],
     "export.smoke": ["smoke_test"],
 }
@@ -81,12 +81,15 @@ def last_built(results: Path, run: str) -> dict:
 
 
 def changed_shards(data: dict, shards_manifest: dict) -> list[str]:
-    """Content hashes of the shards that a re-shard of the current sources would replace."""
-    from collections import Counter
+    """Content hashes of the shards that a re-shard of the current sources would replace
+    (read-only: the sources are read without shard_data's chunk cache)."""
+    from scripts.common.records import SourceError
+    from scripts.shard_data import read_all, shard_texts
 
-    from scripts.shard_data import assign_shards, shard_texts
-
-    buckets, _ = assign_shards(data, Counter(), {})
+    try:
+        buckets, *_ = read_all(data, cache=None)
+    except SourceError as exc:
+        return [f"the data cannot be sharded: {exc}"]
     new = {digest for digest, _, _ in shard_texts(buckets)}
     old = {s["hash"] for s in shards_manifest["details"]["shards"]}
     return [f"data shard {h} removed" for h in sorted(old - new)] + [
@@ -112,7 +115,9 @@ def explain_run(run, results: Path) -> list[str]:
             compare(section, manifest["spec"], run.sections[section], section, section)
     export = run.sections["export"]
     if built["merge"]:
-        compare("export", built["merge"]["spec"], {"dtype": export["dtype"]}, "export", "export.dtype")
+        from scripts.merge_model import merge_spec
+
+        compare("export", built["merge"]["spec"], merge_spec(export), "export", "export.merge")
     if built["smoke"]:
         smoke = {k: export[k] for k in built["smoke"]["spec"]}
         compare("export", built["smoke"]["spec"], smoke, "export", "export.smoke")
