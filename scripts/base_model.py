@@ -106,11 +106,28 @@ def fix_pad_token(tokenizer) -> bool:
     return True
 
 
+def check_safetensors(path: str) -> None:
+    """A local model folder must hold safetensors weights: pickled ones (.bin, .pt) can run code
+    when loaded, so tunemake never loads them (hub ids are loaded with use_safetensors too)."""
+    folder = Path(path)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return  # a missing folder gets transformers' own message below
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    found = f"it has {', '.join(pickled)}" if pickled else "it has no weights"
+    raise SpecError(
+        f"model.path: {path!r} has no .safetensors weights ({found}); tunemake loads weights from "
+        "safetensors only, since pickled weights can run code: convert the folder once with "
+        "save_pretrained(..., safe_serialization=True) in an environment you trust"
+    )
+
+
 def prepare_pretrained(model: dict, out: Path) -> tuple[object, int, bool]:
     """Tokenizer checked against the config of a hub id or local folder; weights stay put."""
     from transformers import AutoConfig, AutoTokenizer
 
     source = model.get("id") or model["path"]
+    if "path" in model:
+        check_safetensors(model["path"])
     kwargs = {"revision": model.get("revision"), "trust_remote_code": model["trust_remote_code"]}
     if model["trust_remote_code"]:
         print("warning: trust_remote_code is on: code shipped with the model will run", file=sys.stderr)
