@@ -43,9 +43,12 @@ def test_demo_learns_the_task(built):
     metrics = report(built)["metrics"]
     assert metrics["tuned"]["exact_match"] >= 0.9
     assert metrics["base"]["exact_match"] <= 0.1
-    for name in ("exact_match", "rouge1", "rougeL", "bleu"):
+    for name in ("exact_match", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"):
         assert metrics["tuned"][name] > metrics["base"][name], name
-    assert metrics["tuned"]["validation_loss"] < metrics["base"]["validation_loss"]
+    for name in ("validation_loss", "perplexity"):
+        assert metrics["tuned"][name] < metrics["base"][name], name
+    assert set(metrics["tuned"]) == set(report(built)["improved"])  # every metric, by its direction
+    assert all(report(built)["improved"].values())
 
 
 def test_export_loads_in_a_fresh_process_and_answers_an_unseen_prompt(built):
