@@ -68,18 +68,12 @@ def rendering(rows: dict, total: int, decode) -> str:
 COLUMNS = ["id", "split", "input_ids", "labels", "prompt_length"]
 
 
-def manifest_of(tokens: str) -> Path:
-    """The tokenize step's manifest beside its parquet (`<sha>.parquet` -> `<sha>.manifest.json`)."""
-    path = Path(tokens)
-    return path.with_name(path.name.removesuffix(".parquet") + ".manifest.json")
-
-
 def shard_audit(tokens: str, eos_id, max_length: int) -> tuple[int, Counter, dict]:
     """(examples, failed per check, example ids) of one shard: from the tokenize manifest, which
     audited the shard when it was written, or computed here for shards without one."""
     import pyarrow.parquet as pq
 
-    manifest = manifest_of(tokens)
+    manifest = Path(tokens).with_suffix(".manifest.json")  # the tokenize step's, beside it
     recorded = read_json(manifest)["details"].get("audit") if manifest.is_file() else None
     if recorded is not None and recorded["eos_token_id"] == eos_id:
         return recorded["examples"], Counter(recorded["failed"]), recorded["failed_ids"]

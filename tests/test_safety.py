@@ -13,32 +13,20 @@ import pytest
 
 from scripts import base_model
 from scripts.common.manifest import git_commit
-from scripts.common.spec import SpecError, load_spec_file
+from scripts.common.spec import SpecError, check_slice, load_spec_file
 from tests.workflow_fixtures import REPO, copy_workflow
-
-DEMO_TOKENIZER = REPO / "tests/data/mismatched_model"  # the demo's tokenizer files (298 tokens)
 
 
 @pytest.fixture(scope="module")
 def local_model(tmp_path_factory) -> Path:
-    """A local model folder with safetensors weights and a tokenizer that fits them."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+    """A local model folder with safetensors weights and its tokenizer, built as base_model
+    builds the demo's (a user's local folder looks the same)."""
     folder = tmp_path_factory.mktemp("local_model")
-    config = LlamaConfig(
-        vocab_size=300,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(DEMO_TOKENIZER / name, folder / name)
+    texts = (REPO / "data/demo/spell_digits.jsonl").read_text().splitlines()[:500]
+    tokenizer = base_model.train_tokenizer(texts, 300)
+    tokenizer.save_pretrained(str(folder))
+    build = check_slice("model", {"build": {"hidden_size": 16, "num_layers": 1, "num_heads": 2}})["build"]
+    base_model.build_model(build, tokenizer, folder)
     return folder
 
 

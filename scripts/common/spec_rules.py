@@ -82,8 +82,6 @@ def semantic_errors(section: str, value: dict) -> list[str]:
         errors += _evaluate_errors(value)
     if section == "tokenize":
         errors += _tokenize_errors(value)
-    if section == "train" and ("max_steps" in value) == ("epochs" in value):
-        errors.append("train: set exactly one of train.max_steps or train.epochs")
     if section == "train":
         errors.extend(_train_errors(value))
     return errors
@@ -92,6 +90,8 @@ def semantic_errors(section: str, value: dict) -> list[str]:
 def _train_errors(train: dict) -> list[str]:
     """Train options that only make sense together (the values already have their defaults)."""
     errors = []
+    if ("max_steps" in train) == ("epochs" in train):
+        errors.append("train: set exactly one of train.max_steps or train.epochs")
     if "qlora" in train and train["method"] != "qlora":
         errors.append(
             f"train.qlora: 4-bit settings apply to method qlora only, but train.method is "
