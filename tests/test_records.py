@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from scripts import clean_shard, shard_data
-from scripts.common.records import normalize_text
+from scripts.common.records import collapse_spaces, normalize_text
 from scripts.common.spec import SpecError, check_slice, load_spec_file
 
 FIXTURES = Path(__file__).parent / "data"
@@ -48,9 +48,10 @@ def write(path: str, text: str | bytes) -> str:
 
 
 def test_jsonl_prompt_completion(here):
-    write("d.jsonl", '{"p": "Spell  1:", "c": "one"}\n\n{"p": "Spell 2:", "c": "two"}\n')
+    write("d.jsonl", '{"p": "Spell  1:\\n", "c": " one"}\n\n{"p": "Spell 2:", "c": "two"}\n')
     records, manifest = prepare([{"path": "d.jsonl", "fields": {"prompt": "p", "completion": "c"}}])
-    assert {(r["prompt"], r["completion"]) for r in records} == {("Spell 1:", "one"), ("Spell 2:", "two")}
+    pairs = {(r["prompt"], r["completion"]) for r in records}
+    assert pairs == {("Spell  1:\n", " one"), ("Spell 2:", "two")}  # stored as the source writes it
     assert manifest["counts"]["records_read"] == 2
     assert all(r["split"] == "train" for r in records)
 
@@ -59,11 +60,30 @@ def test_json_array_alpaca_with_and_without_input(here):
     fields = {"instruction": "instruction", "input": "input", "output": "output"}
     records, _ = prepare([{"path": "data/alpaca.json", "fields": fields}])
     by_output = {r["completion"]: r["prompt"] for r in records}
-    assert by_output["seven two"].endswith(
-        "### Instruction:\nSpell the number.\n\n### Input:\n72\n\n### Response:"
+    assert by_output["seven two"].endswith(  # the standard alpaca prompt, its newline included
+        "### Instruction:\nSpell the number.\n\n### Input:\n72\n\n### Response:\n"
     )
+    assert by_output["hello"].endswith("### Instruction:\nSay hello.\n\n### Response:\n")
     assert "### Input:" not in by_output["hello"]
     assert "paired with an input" in by_output["seven two"] and "paired" not in by_output["hello"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("d.jsonl", '{"q": "Spell 1:", "a": "one"}\n{"q": "Spell 2:", "a": "two"}\n'),
+        ("d.json", '[{"q": "Spell 1:", "a": "one"}, {"q": "Spell 2:", "a": "two"}]'),
+        ("d.csv", "q,a\nSpell 1:,one\nSpell 2:,two\n"),
+        ("d.tsv", "q\ta\nSpell 1:\tone\nSpell 2:\ttwo\n"),
+    ],
+)
+def test_every_text_format_reads_the_same_with_a_byte_order_mark(here, name, text):
+    source = {"path": name, "fields": {"prompt": "q", "completion": "a"}}
+    write(name, text)
+    plain, _ = prepare([source])
+    write(name, b"\xef\xbb\xbf" + text.encode())
+    marked, manifest = prepare([source])
+    assert len(plain) == 2 and marked == plain and manifest["counts"]["records_bad"] == {}
 
 
 def test_tsv_keeps_numbers_as_text_and_csv_quotes(here):
@@ -121,23 +141,24 @@ def test_several_sources_weight_sample_and_explicit_validation(here):
 
 
 def test_cleaning_counts_every_drop_by_reason(here, capsys):
-    lines = ["ok record", "ok  record", "", "x", "y" * 50, "caf\u0065\u0301 \x07bell"]
+    lines = ["ok record", "ok  record", "", " \t\n ", "x", "y" * 50, "caf\u0065\u0301 \x07bell"]
     write("d.jsonl", "".join(json.dumps({"t": t}) + "\n" for t in lines))
     records, _ = prepare(
         [{"path": "d.jsonl", "fields": {"text": "t"}}], clean={"min_chars": 2, "max_chars": 20}
     )
-    assert sorted(r["text"] for r in records) == ["café bell", "ok record"]
+    texts = sorted(r["text"] for r in records)  # spacing variants are duplicates: one is kept
+    assert texts == ["café bell", "ok  record"]
     dropped = {}
     for path in Path("clean").glob("*.m.json"):
         for reason, n in json.loads(path.read_text())["counts"]["dropped"].items():
             dropped[reason] = dropped.get(reason, 0) + n
-    assert dropped == {"duplicate": 1, "empty": 1, "too_short": 1, "too_long": 1}
+    assert dropped == {"duplicate": 1, "empty": 2, "too_short": 1, "too_long": 1}
 
 
 def test_normalisation():
-    assert normalize_text("  a \t b\r\nc\u00a0 d  ") == "a b\nc d"
+    assert normalize_text("  a \t b\r\nc\u00a0 d  ") == "  a \t b\nc\u00a0 d  "
+    assert collapse_spaces(normalize_text("  a \t b\r\nc\u00a0 d  ")) == "a b\nc d"
     assert normalize_text("e\u0301") == "\u00e9"
-    assert normalize_text("a  b", collapse_whitespace=False) == "a  b"
 
 
 BAD = [
@@ -146,6 +167,13 @@ BAD = [
         b'{"p": "a", "c": "b"}\n{"p": "a", "c": \n',
         PC | {"prompt": "p", "completion": "c"},
         "d.jsonl:2: malformed JSON: Expecting value at column 17",
+        "malformed_json",
+    ),
+    (
+        "d.jsonl",
+        b'{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": "tr',
+        PC,
+        "d.jsonl:2: malformed JSON: Unterminated string starting at column 31",
         "malformed_json",
     ),
     (

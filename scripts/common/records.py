@@ -1,9 +1,14 @@
 """Reading sources into records, normalising them, and hashing them into shards and splits.
 
 A record has one of three shapes: `text`; `prompt` and `completion` (alpaca sources become
-this shape, with the alpaca prompt); or `messages`, a list of {role, content} turns. Its id is
-the hash of its normalised content, so exact duplicates share an id and a shard, and the
-train/validation split of a record never changes when other records do.
+this shape, with the alpaca prompt); or `messages`, a list of {role, content} turns.
+
+Normalising keeps the text a model is trained on equal to the text a client will send: NFC,
+CRLF -> LF and control characters removed, nothing else (no whitespace is stripped or collapsed:
+a prompt's trailing newline, a template's layout and a completion's indentation are part of
+the format). A record's id is the hash of its dedupe key, which with `normalize_whitespace` also
+collapses spaces, so records that differ only in spacing share an id and a shard (one is kept),
+and the train/validation split of a record never changes when other records do.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
-ROLES = ("system", "user", "assistant")
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which Windows tools write at the start of text files
 # The alpaca prompt (as in the Stanford Alpaca repository and axolotl's `type: alpaca`).
 ALPACA = "Below is an instruction that describes a task{more}. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n{input}### Response:\n"
 ALPACA_MORE = ", paired with an input that provides further context"
@@ -50,6 +55,9 @@ def source_format(path: str, declared: str) -> str:
 
 
 def _decode(data: bytes, path, offset: int = 0) -> str:
+    """UTF-8 text of bytes found at `offset` in a file; a BOM at offset 0 is not part of the text."""
+    if offset == 0 and data.startswith(BOM):
+        data, offset = data[len(BOM) :], len(BOM)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -59,11 +67,18 @@ def _decode(data: bytes, path, offset: int = 0) -> str:
         ) from None
 
 
+def _malformed(where: str, exc: json.JSONDecodeError) -> SourceError:
+    # Some of json's messages end in "at" ("Unterminated string starting at"): say it once.
+    return SourceError(
+        f"{where}: malformed JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}", "malformed_json"
+    )
+
+
 def jsonl_rows(path: str, data: bytes, first_line: int = 1, offset: int = 0):
     """(location, row or SourceError) per non-blank line of JSONL bytes starting at that line/offset."""
     for line_no, raw in enumerate(data.split(b"\n"), start=first_line):
         start, offset = offset, offset + len(raw) + 1
-        if not raw.strip():
+        if not raw.removeprefix(BOM if start == 0 else b"").strip():
             continue
         where = f"{path}:{line_no}"
         try:
@@ -71,10 +86,7 @@ def jsonl_rows(path: str, data: bytes, first_line: int = 1, offset: int = 0):
         except SourceError as exc:
             yield where, exc
         except json.JSONDecodeError as exc:
-            yield (
-                where,
-                SourceError(f"{where}: malformed JSON: {exc.msg} at column {exc.colno}", "malformed_json"),
-            )
+            yield where, _malformed(where, exc)
 
 
 def _csv_rows(path: str, data: bytes, delimiter: str):
@@ -133,7 +145,7 @@ def iter_rows(path: str, fmt: str):
     if not file.is_file():
         raise SourceError(f"{path}: file not found (paths are relative to the workflow folder)", "missing")
     data = file.read_bytes()
-    if not data.strip():
+    if not data.removeprefix(BOM).strip():
         raise SourceError(f"{path}: the file is empty; remove the source or fill it", "empty_file")
     if fmt == "jsonl":
         yield from jsonl_rows(path, data)
@@ -141,9 +153,7 @@ def iter_rows(path: str, fmt: str):
         try:
             rows = json.loads(_decode(data, path))
         except json.JSONDecodeError as exc:
-            raise SourceError(
-                f"{path}:{exc.lineno}: malformed JSON: {exc.msg} at column {exc.colno}", "malformed_json"
-            ) from None
+            raise _malformed(f"{path}:{exc.lineno}", exc) from None
         if not isinstance(rows, list):
             raise SourceError(
                 f"{path}: a .json source must be an array of objects; use .jsonl for one object per line",
@@ -239,47 +249,61 @@ def map_fields(row, source: dict, where: str) -> dict:
     return {name: _string(_get(row, col, where), col, where) for name, col in fields.items()}
 
 
-def normalize_text(text: str, collapse_whitespace: bool = True) -> str:
-    """NFC, no control characters, CRLF -> LF; optionally one space for runs of spaces/tabs."""
-    if (
-        text.isascii()
-        and text.isprintable()
-        and not (collapse_whitespace and ("  " in text or text.strip() != text))
-    ):
+def normalize_text(text: str) -> str:
+    """NFC, no control characters, CRLF -> LF: what is stored. Spaces and newlines stay as they
+    are (a prompt's trailing newline or a completion's indentation is part of its format)."""
+    if text.isascii() and text.isprintable():
         return text  # the common case, already normal: no regex, no NFC pass
-    text = _CONTROL.sub("", unicodedata.normalize("NFC", text).replace("\r\n", "\n"))
-    if collapse_whitespace:
-        text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n")).strip()
-    return text
+    return _CONTROL.sub("", unicodedata.normalize("NFC", text).replace("\r\n", "\n"))
 
 
-def normalize_record(record: dict, collapse_whitespace: bool = True) -> dict:
+def collapse_spaces(text: str) -> str:
+    """One space for runs of spaces/tabs, line ends stripped: for dedupe keys, never stored."""
+    if text.isprintable() and "  " not in text and text.strip() == text:
+        return text
+    return "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n")).strip()
+
+
+class Record(dict):
+    """A normalised record, as stored, carrying `key`: the form its id and dedupe compare."""
+
+    __slots__ = ("key",)
+
+
+def _map_texts(record: dict, fix) -> dict:
     out = {}
     for key, value in record.items():
         if key == "messages":
-            value = [
-                {"role": m["role"], "content": normalize_text(m["content"], collapse_whitespace)}
-                for m in value
-            ]
+            value = [{"role": m["role"], "content": fix(m["content"])} for m in value]
         else:
-            value = normalize_text(value, collapse_whitespace)
+            value = fix(value)
         out[key] = value
     return out
 
 
+def normalize_record(record: dict, collapse_whitespace: bool = True) -> Record:
+    """The record to store (normalize_text on every text); with `collapse_whitespace` its key
+    also collapses spaces, so records that differ only in spacing get one id."""
+    out = Record(_map_texts(record, normalize_text))
+    out.key = _map_texts(out, collapse_spaces) if collapse_whitespace else out
+    return out
+
+
 def record_texts(record: dict) -> list[str]:
-    """Every text field of a record (message contents for chats)."""
+    """Every text field of a record (message contents for chats) as the cleaning checks count
+    it: without surrounding whitespace, so a whitespace-only field is empty."""
     if "messages" in record:
-        return [m["content"] for m in record["messages"]]
-    return [record[k] for k in ("text", "prompt", "completion") if k in record]
+        return [m["content"].strip() for m in record["messages"]]
+    return [record[k].strip() for k in ("text", "prompt", "completion") if k in record]
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 def record_id(normalized: dict) -> str:
-    """The same text as canonical_json (one reused encoder: json.dumps builds one per call)."""
-    return hashlib.sha256(_CANONICAL(normalized).encode()).hexdigest()[:16]
+    """Hash of the record's key (normalize_record's), else of the record itself, as canonical_json
+    writes it (one reused encoder: json.dumps builds one per call)."""
+    return hashlib.sha256(_CANONICAL(getattr(normalized, "key", normalized)).encode()).hexdigest()[:16]
 
 
 def bucket(rid: str, num_shards: int) -> int:
