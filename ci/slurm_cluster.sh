@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Single-node SLURM cluster (with accounting) for CI and local tests.
 #
-#   ci/slurm_cluster.sh start    install if missing, configure, start, wait until usable
-#   ci/slurm_cluster.sh stop     stop every daemon this script starts
-#   ci/slurm_cluster.sh status   exit 0 + one line if the controller is UP and the node idle (or busy)
+#   ci/slurm_cluster.sh start           install if missing, configure, start, wait until usable
+#   ci/slurm_cluster.sh stop [NAME...]  stop the named daemons (default: all five), slurmd first,
+#                                       munged last; returns once their processes are gone
+#   ci/slurm_cluster.sh running         print the daemons now running, one name a line
+#   ci/slurm_cluster.sh status          exit 0 + one line if the controller is UP and the node idle (or busy)
+#
+# Daemons: munged mariadbd slurmdbd slurmctld slurmd. The pytest fixture (tests/slurm_fixtures.py)
+# runs `running` before `start` and, at the end of the session, `stop` of those it started.
 #
 # Built for Debian 12 run as root without systemd (policy-rc.d blocks service starts, so
 # every daemon is started by hand). Facts behind the choices: /work/shared/slurm-notes.md.
@@ -212,24 +217,58 @@ cmd_start() {
   cmd_status
 }
 
-# stop_daemon NAME: SIGTERM via its pid file, wait (bounded), then SIGKILL.
+# Dependency order: each daemon needs the ones before it. Stopping goes the other way.
+DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
+
+# stop_daemon NAME: SIGTERM via its pid file, wait until the process has exited (30 s), then
+# SIGKILL and wait again (10 s); fail if it still runs. Appends the pid to STOPPED.
+STOPPED=()
 stop_daemon() {
   local pid i
   pid=$(daemon_pid "$1") || return 0
   log "stopping $1 (pid $pid)"
+  STOPPED+=("$pid")
   kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 150; i++)); do  # 30 s
+  for ((i = 0; i < 150; i++)); do
     alive "$pid" "$1" || return 0
     sleep 0.2
   done
   log "$1 ignored SIGTERM for 30s: killing it"
   kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    alive "$pid" "$1" || return 0
+    sleep 0.2
+  done
+  die "$1 (pid $pid) is still running after SIGKILL"
 }
 
 cmd_stop() {
+  local d i n pid left
+  for d in "$@"; do
+    [[ " ${DAEMONS[*]} " == *" $d "* ]] || die "unknown daemon '$d' (known: ${DAEMONS[*]})"
+  done
+  (($#)) || set -- "${DAEMONS[@]}"
+  for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
+    d=${DAEMONS[i]}
+    for n in "$@"; do [[ $n == "$d" ]] && stop_daemon "$d"; done
+  done
+  # The daemons were reparented to init, which reaps lazily (about a second here): wait
+  # (10 s at most) until their zombies are gone too, so nothing of them is left in ps.
+  for ((i = 0; i < 50; i++)); do
+    left=()
+    for pid in "${STOPPED[@]}"; do [[ -e /proc/$pid ]] && left+=("$pid"); done
+    ((${#left[@]})) || break
+    sleep 0.2
+  done
+  ((${#left[@]} == 0)) || log "exited, but not yet reaped by their parent: pids ${left[*]}"
+  log "stopped: $*"
+}
+
+cmd_running() {
   local d
-  for d in slurmd slurmctld slurmdbd mariadbd munged; do stop_daemon "$d"; done
-  log "stopped"
+  for d in "${DAEMONS[@]}"; do
+    if running "$d"; then echo "$d"; fi
+  done
 }
 
 cmd_status() {
@@ -243,7 +282,8 @@ cmd_status() {
 
 case ${1:-} in
   start) cmd_start ;;
-  stop) cmd_stop ;;
+  stop) shift; cmd_stop "$@" ;;
+  running) cmd_running ;;
   status) cmd_status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start | stop [NAME...] | running | status" >&2; exit 2 ;;
 esac

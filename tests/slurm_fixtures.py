@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,44 +25,54 @@ CLUSTER_SCRIPT = REPO / "ci" / "slurm_cluster.sh"
 # later (snakemake can hang ignoring SIGTERM when job status queries fail), and
 # subprocess.run gets a little longer still as a last guard.
 SNAKEMAKE_TIMEOUT_S = 600
-SNAKEMAKE_SLURM_ARGS = [
-    "--executor",
-    "slurm",
-    "--jobs",
-    "2",
-    # The default (40 s) makes every tiny workflow take minutes.
-    "--slurm-init-seconds-before-status-checks",
-    "2",
-    # Jobs without mem_mb would ask for no --mem and get DefMemPerCPU from slurm.conf.
-    "--default-resources",
-    "mem_mb=500",
-]
+
+
+def cluster_script(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``ci/slurm_cluster.sh ARGS...``; output in .stdout and .stderr, never raises on rc."""
+    return subprocess.run(
+        ["bash", str(CLUSTER_SCRIPT), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def running_daemons() -> list[str]:
+    """The cluster's daemons (munged mariadbd slurmdbd slurmctld slurmd) now running."""
+    proc = cluster_script("running")
+    assert proc.returncode == 0, f"ci/slurm_cluster.sh running failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout.split()
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster() -> str:
-    """Start (or reuse) the local SLURM cluster; return its one-line status.
+def slurm_cluster() -> Iterator[str]:
+    """Start (or reuse) the local SLURM cluster; yield its one-line status.
 
-    The cluster is left running after the session: `start` is idempotent and quick
-    when everything is already up, and CI machines are thrown away afterwards.
+    Before starting it, the fixture records which of its daemons (munged, mariadbd, slurmdbd,
+    slurmctld, slurmd) are already running; at the end of the session (or when `start` fails)
+    it stops exactly the others, the ones it started, with ``ci/slurm_cluster.sh stop NAME...``,
+    which returns once their processes are gone. A cluster that was already up when the session
+    began is left up, and a fully started one is reused as is (`start` is then quick).
     """
     if os.geteuid() != 0:
         pytest.skip("needs root: ci/slurm_cluster.sh installs packages and starts SLURM daemons")
     if not (shutil.which("apt-get") or shutil.which("slurmctld")):
         pytest.skip("needs a Debian-like system (apt-get) to install SLURM")
-    proc = subprocess.run(
-        ["bash", str(CLUSTER_SCRIPT), "start"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            f"ci/slurm_cluster.sh start failed (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}",
-            pytrace=False,
-        )
-    return proc.stdout.strip().splitlines()[-1]
+    before = running_daemons()
+    try:
+        proc = cluster_script("start", timeout=900)
+        if proc.returncode != 0:
+            pytest.fail(
+                f"ci/slurm_cluster.sh start failed (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}",
+                pytrace=False,
+            )
+        yield proc.stdout.strip().splitlines()[-1]
+    finally:
+        started = [name for name in running_daemons() if name not in before]
+        if started:
+            stop = cluster_script("stop", *started)
+            assert stop.returncode == 0, f"ci/slurm_cluster.sh stop failed:\n{stop.stdout}\n{stop.stderr}"
 
 
 def snakemake_slurm_command(*extra: str, timeout_s: int = SNAKEMAKE_TIMEOUT_S) -> list[str]:
@@ -74,16 +85,13 @@ def venv_env() -> dict[str, str]:
     return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
 
-def run_snakemake_slurm(
-    workdir: Path, *extra: str, profile: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run snakemake on the SLURM executor in ``workdir`` (bounded in time); output in .stdout.
+def run_snakemake_slurm(workdir: Path, *extra: str, profile: Path) -> subprocess.CompletedProcess[str]:
+    """Run snakemake with ``profile`` (see slurm_test_profile) in ``workdir``, bounded in time.
 
-    Without ``profile`` the flags are SNAKEMAKE_SLURM_ARGS; with one, the profile's.
+    Output (stdout and stderr together) in .stdout.
     """
-    flags = ["--profile", str(profile)] if profile else SNAKEMAKE_SLURM_ARGS
     return subprocess.run(
-        snakemake_slurm_command(*flags, *extra),
+        snakemake_slurm_command("--profile", str(profile), *extra),
         cwd=workdir,
         env=venv_env(),
         stdin=subprocess.DEVNULL,
@@ -141,18 +149,3 @@ def rule_of(job: dict[str, str]) -> str:
     match = re.match(r"rule_(\w+?)(?:_wildcards_|$)", job["Comment"])
     assert match, f"not a snakemake job comment: {job}"
     return match.group(1)
-
-
-def sacct_states(job_name: str) -> list[str]:
-    """States of the jobs named ``job_name`` (sacct -n -X, parsable: names are not cut)."""
-    out = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-S", "now-1days", "-o", "JobName,State"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    return [
-        state for name, _, state in (line.partition("|") for line in out.splitlines()) if name == job_name
-    ]
