@@ -31,8 +31,7 @@ localrules:
     compare_runs,
     plot_training,
     plot_metrics,
-    evaluation_page,
-    card_page,
+    report_page,
     push_to_hub,
     why,
     export,
@@ -44,9 +43,8 @@ localrules:
 rule export:
     input:
         all_runs("results/runs/{run}/export"),
-        all_runs("results/runs/{run}/smoke_test.json"),
-        pushed_runs("results/runs/{run}/push_to_hub.json"),
-        all_runs("results/runs/{run}/audit/audit.json"),
+        all_runs("results/runs/{run}/smoke_test.manifest.json"),
+        pushed_runs("results/runs/{run}/push_to_hub.manifest.json"),
 
 
 rule evaluate:
@@ -56,12 +54,12 @@ rule evaluate:
 
 rule train:
     input:
-        all_runs("results/runs/{run}/train/manifest.json"),
+        all_runs("results/runs/{run}/train.manifest.json"),
 
 
 rule data:
     input:
-        all_runs("results/runs/{run}/data.done"),
+        all_data,
 
 
 rule compare:

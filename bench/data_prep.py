@@ -44,13 +44,13 @@ def write_records(path: Path, count: int, seed: int = 0) -> None:
 
 def build_tiny_model(folder: Path, texts: list[str]) -> None:
     """A local model folder (config, weights, tokenizer) for model.path."""
-    from scripts.base_model import build_model, train_tokenizer
+    from scripts.base_model import build_model_from_config, train_tokenizer
     from scripts.common.spec import check_slice
 
     build = check_slice("model", {"build": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}})["build"]
     tokenizer = train_tokenizer(texts, 512)
     tokenizer.save_pretrained(str(folder))
-    build_model(build, tokenizer, folder)
+    build_model_from_config(build, tokenizer, folder)
 
 
 def write_spec(workdir: Path, shards: int) -> None:

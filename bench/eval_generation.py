@@ -39,14 +39,16 @@ def measure(workdir: Path, spec_file: str, repeats: int, batch_size: int | None 
     from scripts.common.generation import Decoding
     from scripts.common.modeling import load_tokenizer, load_tuned_model, pin_threads
     from scripts.common.spec import load_specs
-    from scripts.evaluate import load_validation
+    from scripts.common.token_splits import load_split
 
     run = load_specs([workdir / spec_file])[0]
     keys, ev = run.keys, run.sections["evaluate"]
     base = workdir / f"results/models/{keys['model']}/model"
     tokens = sorted((workdir / f"results/tokens/{keys['tokens']}").glob("*.parquet"))
     pin_threads(run.sections["train"]["threads"], 0)
-    rows = [r for r in load_validation(tokens) if r["prompt_length"] > 0][: ev["max_examples"]]
+    rows = [r for r in load_split(tokens, "validation").to_pylist() if r["prompt_length"] > 0][
+        : ev["max_examples"]
+    ]
     prompts = [r["input_ids"][: r["prompt_length"]] for r in rows]
     tokenizer = load_tokenizer(base, padding_side="left")
     model = load_tuned_model(

@@ -28,7 +28,7 @@ from tests.workflow_fixtures import copy_workflow, snakemake  # noqa: E402
 
 def tunemake_run(train: dict, base: Path, tokens: list[Path], out: Path) -> tuple[float, int]:
     """(train seconds, tokens trained) of scripts.train, in this process."""
-    from scripts.train import main
+    from scripts.train_model import main
 
     main(
         [

@@ -1,14 +1,22 @@
 """Spec compiler glue: every spec in specs/ (or --config specs=a.yaml,b.yaml) becomes runs,
 each run's sections become content keys, and the functions below give rules their paths and
-their parameters (one spec slice each, as canonical JSON). Imports nothing heavy."""
+their parameters (each step's slice from the step table, scripts/common/steps.py, as canonical
+JSON). Imports nothing heavy, and nothing from scripts/ outside scripts/common/."""
 
 import glob
+import shlex
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from scripts.common.spec import SpecError, canonical_json, load_specs
+from scripts.common.steps import (
+    PIECE_FOLDER,
+    EXPORT_PIECES,
+    differing_values,
+    step_slices,
+)
 
 
 def _spec_files():
@@ -26,6 +34,15 @@ except SpecError as exc:
 
 ENV = "results/environment.json"
 CONDA_ENV = "../environment.yml"  # used with --sdm conda; relative to rules/
+# Jobs run `python` from the environment Snakemake runs in, so `.venv/bin/snakemake` works
+# without activating the venv; inside a conda or container environment, that one's `python`.
+_ISOLATED = {"CONDA", "APPTAINER"} & {
+    m.name for m in workflow.deployment_settings.deployment_method
+}
+if not (_ISOLATED or config.get("container")):
+    shell.prefix(
+        f"set -euo pipefail; export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH; "
+    )
 
 # --sdm apptainer --config container=docker://IMAGE runs every job inside IMAGE (an image
 # with requirements.txt installed); a runtime choice like the profile, so not in the specs.
@@ -35,10 +52,19 @@ if config.get("container"):
 
 
 KEYS = {name: run.keys for name, run in RUNS.items()}
-DATA = {k["data"]: RUNS[n].sections["data"] for n, k in KEYS.items()}
-MODEL = {k["model"]: (RUNS[n].sections["model"], k["data"]) for n, k in KEYS.items()}
+SLICES = {
+    name: {s: v for s, (_, v) in step_slices(run.sections).items()}
+    for name, run in RUNS.items()
+}
+# shared artifacts: content key -> (the slice its step reads, upstream keys)
+DATA = {k["data"]: SLICES[n]["shard_data"] for n, k in KEYS.items()}
+MODEL = {k["model"]: (SLICES[n]["base_model"], k["data"]) for n, k in KEYS.items()}
 TOKENS = {
-    k["tokens"]: (RUNS[n].sections["tokenize"], k["data"], k["model"])
+    k["tokens"]: (SLICES[n]["tokenize_shard"], k["data"], k["model"])
+    for n, k in KEYS.items()
+}
+AUDIT = {
+    k["audit"]: (SLICES[n]["audit_data"], k["data"], k["tokens"], k["model"])
     for n, k in KEYS.items()
 }
 
@@ -47,6 +73,8 @@ wildcard_constraints:
     dkey="[0-9a-f]{12}",
     mkey="[0-9a-f]{12}",
     tkey="[0-9a-f]{12}",
+    akey="[0-9a-f]{12}",
+    page="evaluation|model_card",
     shard="[0-9a-f]{16}",
     run="[A-Za-z0-9][A-Za-z0-9._=+-]*",
 
@@ -106,10 +134,39 @@ def tokenize_inputs(wildcards):
     return inputs
 
 
+def tokens_of(dkey, tkey):
+    return [f"results/tokens/{tkey}/{h}.parquet" for h in shard_hashes(dkey)]
+
+
 def run_tokens(wildcards):
     keys = KEYS[wildcards.run]
-    hashes = shard_hashes(keys["data"])
-    return [f"results/tokens/{keys['tokens']}/{h}.parquet" for h in hashes]
+    return tokens_of(keys["data"], keys["tokens"])
+
+
+def audit_tokens(wildcards):
+    _, dkey, tkey, _ = AUDIT[wildcards.akey]
+    return tokens_of(dkey, tkey)
+
+
+def audit_json(wildcards):
+    return canonical_json(AUDIT[wildcards.akey][0])
+
+
+def audit_model(wildcards):
+    return f"results/models/{AUDIT[wildcards.akey][3]}/model"
+
+
+def run_audit(wildcards):
+    return f"results/audit/{KEYS[wildcards.run]['audit']}.manifest.json"
+
+
+def all_data(wildcards):
+    """Every run's token shards and audit: the `data` target."""
+    out = []
+    for keys in KEYS.values():
+        out += tokens_of(keys["data"], keys["tokens"])
+        out.append(f"results/audit/{keys['audit']}.manifest.json")
+    return sorted(set(out))
 
 
 def run_base(wildcards):
@@ -117,24 +174,16 @@ def run_base(wildcards):
 
 
 def run_base_manifest(wildcards):
-    return f"results/models/{KEYS[wildcards.run]['model']}/manifest.json"
+    return f"results/models/{KEYS[wildcards.run]['model']}/model.manifest.json"
 
 
-def run_section(section):
-    """A params function giving a run's section as canonical JSON."""
+def run_slice(step):
+    """A params function giving the slice of the step table that `step` reads, as canonical JSON."""
 
     def params(wildcards):
-        return canonical_json(RUNS[wildcards.run].sections[section])
+        return canonical_json(SLICES[wildcards.run][step])
 
-    params.__name__ = f"{section}_json"
-    return params
-
-
-def run_export_part(*keys):
-    def params(wildcards):
-        export = RUNS[wildcards.run].sections["export"]
-        return canonical_json({k: export[k] for k in keys})
-
+    params.__name__ = f"{step}_slice"
     return params
 
 
@@ -159,19 +208,18 @@ def all_runs(pattern):
     return [pattern.format(run=name) for name in RUNS]
 
 
-# export: the pieces of a run's export folder, its data manifest, the runs that push to a hub
+# export: the pieces of a run's export folder (by the step table), its data manifest, the runs
+# that push to a hub
 def run_export_pieces(wildcards):
     fmt = RUNS[wildcards.run].sections["export"]["format"]
-    pieces = {
-        "merged": ["merged"],
-        "adapter": ["adapter"],
-        "both": ["merged", "adapter"],
-    }
-    return [f"results/runs/{wildcards.run}/{piece}" for piece in pieces[fmt]]
+    return [
+        f"results/runs/{wildcards.run}/{PIECE_FOLDER[step]}"
+        for step in EXPORT_PIECES[fmt]
+    ]
 
 
 def run_data_manifest(wildcards):
-    return f"results/data/{KEYS[wildcards.run]['data']}/shards.json"
+    return f"results/data/{KEYS[wildcards.run]['data']}/raw.manifest.json"
 
 
 def pushed_runs(pattern):
@@ -183,8 +231,13 @@ def pushed_runs(pattern):
     ]
 
 
-# evaluate and reports: the spec values that differ between runs (the compare table's columns)
+# reports: the spec values that differ between runs (the compare table's columns), the
+# Markdown each report page renders
 def compare_spec_json(wildcards):
-    from scripts.compare_runs import differing_values
-
     return canonical_json(differing_values({n: r.sections for n, r in RUNS.items()}))
+
+
+def report_page_markdown(wildcards):
+    if wildcards.page == "evaluation":
+        return f"results/runs/{wildcards.run}/evaluate/summary.md"
+    return f"results/runs/{wildcards.run}/model_card.md"

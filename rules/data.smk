@@ -3,7 +3,7 @@ checkpoint shard_data:
         sources=data_sources,
         env=ENV,
     output:
-        manifest="results/data/{dkey}/shards.json",
+        manifest="results/data/{dkey}/raw.manifest.json",
     log:
         "logs/data/{dkey}/shard_data.log",
     benchmark:
@@ -55,9 +55,9 @@ rule tokenize_shard:
         tokens="results/tokens/{tkey}/{shard}.parquet",
         manifest="results/tokens/{tkey}/{shard}.manifest.json",
     log:
-        "logs/tokens/{tkey}/{shard}.log",
+        "logs/tokens/{tkey}/tokenize_shard/{shard}.log",
     benchmark:
-        "benchmarks/tokens/{tkey}/{shard}.tsv"
+        "benchmarks/tokens/{tkey}/tokenize_shard/{shard}.tsv"
     conda:
         CONDA_ENV
     params:
@@ -72,38 +72,25 @@ rule tokenize_shard:
 
 # Checks every tokenized example before training (labels, EOS at turn ends, lengths) and
 # renders a few with their masked spans marked; `snakemake data` and `export` include it.
+# Keyed like the token shards it reads (plus tokenize.audit): a sweep audits them once.
 rule audit_data:
     input:
-        tokens=run_tokens,
-        model=run_base,
+        tokens=audit_tokens,
+        model=audit_model,
         env=ENV,
     output:
-        report="results/runs/{run}/audit/audit.json",
-        examples="results/runs/{run}/audit/examples.txt",
+        manifest="results/audit/{akey}.manifest.json",
+        examples="results/audit/{akey}/examples.txt",
     log:
-        "logs/runs/{run}/audit_data.log",
+        "logs/audit/{akey}/audit_data.log",
     priority: 10
     conda:
         CONDA_ENV
     params:
-        spec=run_section("tokenize"),
+        spec=audit_json,
     shell:
         """
         python -m scripts.audit_data --spec-json {params.spec:q} --tokens {input.tokens:q} \
-            --tokenizer {input.model:q} --report {output.report:q} \
+            --tokenizer {input.model:q} --manifest {output.manifest:q} \
             --examples {output.examples:q} --environment {input.env:q} >{log:q} 2>&1
         """
-
-
-rule data_ready:
-    input:
-        run_tokens,
-        audit="results/runs/{run}/audit/audit.json",
-    output:
-        touch("results/runs/{run}/data.done"),
-    log:
-        "logs/runs/{run}/data_ready.log",
-    conda:
-        CONDA_ENV
-    shell:
-        "echo {input:q} > {log:q}"

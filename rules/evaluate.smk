@@ -1,32 +1,32 @@
-rule evaluation:
+rule evaluate_model:
     input:
         tokens=run_tokens,
         base=run_base,
         tuned="results/runs/{run}/train/model",
-        train_manifest="results/runs/{run}/train/manifest.json",
+        train_manifest="results/runs/{run}/train.manifest.json",
         env=ENV,
     output:
         report="results/runs/{run}/evaluate/report.json",
         predictions="results/runs/{run}/evaluate/predictions.jsonl",
         summary="results/runs/{run}/evaluate/summary.md",
-        manifest="results/runs/{run}/evaluate/manifest.json",
+        manifest="results/runs/{run}/evaluate.manifest.json",
     log:
-        "logs/runs/{run}/evaluate.log",
+        "logs/runs/{run}/evaluate_model.log",
     benchmark:
-        "benchmarks/runs/{run}/evaluate.tsv"
+        "benchmarks/runs/{run}/evaluate_model.tsv"
     conda:
         CONDA_ENV
     threads: run_threads
     params:
-        spec=run_section("evaluate"),
+        spec=run_slice("evaluate_model"),
         method=run_method,
         out_dir="results/runs/{run}/evaluate",
     shell:
         """
-        python -m scripts.evaluate --spec-json {params.spec:q} --method {params.method:q} \
+        python -m scripts.evaluate_model --spec-json {params.spec:q} --method {params.method:q} \
             --base {input.base:q} --tuned {input.tuned:q} --train-manifest {input.train_manifest:q} \
-            --tokens {input.tokens:q} --out-dir {params.out_dir:q} --run {wildcards.run:q} \
-            --threads {threads} --environment {input.env:q} >{log:q} 2>&1
+            --tokens {input.tokens:q} --out-dir {params.out_dir:q} --manifest {output.manifest:q} \
+            --run {wildcards.run:q} --threads {threads} --environment {input.env:q} >{log:q} 2>&1
         """
 
 
@@ -73,47 +73,27 @@ rule plot_metrics:
         """
 
 
-rule evaluation_page:
+# One HTML page per Markdown report (the evaluation summary, the model card), so that the
+# Snakemake report shows it inline.
+rule report_page:
     input:
-        summary="results/runs/{run}/evaluate/summary.md",
+        markdown=report_page_markdown,
     output:
         page=report(
-            "results/runs/{run}/report/evaluation.html",
-            caption="../report/evaluation.rst",
+            "results/runs/{run}/report/{page}.html",
+            caption="../report/report_page.rst",
             category="{run}",
-            subcategory="2 evaluation",
-            labels={"run": "{run}", "figure": "metrics and worst examples"},
+            subcategory="2 evaluation and model card",
+            labels={"run": "{run}", "figure": "{page}"},
         ),
     log:
-        "logs/runs/{run}/evaluation_page.log",
+        "logs/runs/{run}/report_page/{page}.log",
     conda:
         CONDA_ENV
     shell:
         """
-        python -m scripts.report_page --markdown {input.summary:q} \
-            --title "{wildcards.run}: evaluation" --out {output.page:q} >{log:q} 2>&1
-        """
-
-
-rule card_page:
-    input:
-        folder="results/runs/{run}/export",
-    output:
-        page=report(
-            "results/runs/{run}/report/model_card.html",
-            caption="../report/card.rst",
-            category="{run}",
-            subcategory="3 model card",
-            labels={"run": "{run}", "figure": "model card"},
-        ),
-    log:
-        "logs/runs/{run}/card_page.log",
-    conda:
-        CONDA_ENV
-    shell:
-        """
-        python -m scripts.report_page --markdown {input.folder:q}/README.md \
-            --title "{wildcards.run}: model card" --out {output.page:q} >{log:q} 2>&1
+        python -m scripts.report_page --markdown {input.markdown:q} \
+            --title "{wildcards.run}: {wildcards.page}" --out {output.page:q} >{log:q} 2>&1
         """
 
 

@@ -11,7 +11,7 @@ rule merge_model:
     conda:
         CONDA_ENV
     params:
-        spec=run_export_part("dtype", "max_shard_size"),
+        spec=run_slice("merge_model"),
         method=run_method,
     shell:
         """
@@ -45,26 +45,50 @@ rule export_adapter:
 
 rule model_card:
     input:
-        pieces=run_export_pieces,
         report="results/runs/{run}/evaluate/report.json",
-        train_manifest="results/runs/{run}/train/manifest.json",
+        train_manifest="results/runs/{run}/train.manifest.json",
         base_manifest=run_base_manifest,
         data_manifest=run_data_manifest,
+        env=ENV,
     output:
-        folder=directory("results/runs/{run}/export"),
+        card="results/runs/{run}/model_card.md",
+        manifest="results/runs/{run}/model_card.manifest.json",
     log:
         "logs/runs/{run}/model_card.log",
     conda:
         CONDA_ENV
     params:
-        spec=run_export_part("card", "format"),
+        spec=run_slice("model_card"),
         run_spec=run_spec_json,
     shell:
         """
         python -m scripts.model_card --spec-json {params.spec:q} --run {wildcards.run:q} \
-            --run-spec {params.run_spec:q} --pieces {input.pieces:q} --report {input.report:q} \
+            --run-spec {params.run_spec:q} --report {input.report:q} \
             --train-manifest {input.train_manifest:q} --base-manifest {input.base_manifest:q} \
-            --data-manifest {input.data_manifest:q} --out {output.folder:q} >{log:q} 2>&1
+            --data-manifest {input.data_manifest:q} --out {output.card:q} \
+            --manifest {output.manifest:q} --environment {input.env:q} >{log:q} 2>&1
+        """
+
+
+rule export_model:
+    input:
+        pieces=run_export_pieces,
+        card="results/runs/{run}/model_card.md",
+        env=ENV,
+    output:
+        folder=directory("results/runs/{run}/export"),
+        manifest="results/runs/{run}/export.manifest.json",
+    log:
+        "logs/runs/{run}/export_model.log",
+    conda:
+        CONDA_ENV
+    params:
+        spec=run_slice("export_model"),
+    shell:
+        """
+        python -m scripts.export_model --spec-json {params.spec:q} --run {wildcards.run:q} \
+            --pieces {input.pieces:q} --card {input.card:q} --out {output.folder:q} \
+            --manifest {output.manifest:q} --environment {input.env:q} >{log:q} 2>&1
         """
 
 
@@ -73,13 +97,13 @@ rule smoke_test:
         model="results/runs/{run}/export",
         env=ENV,
     output:
-        manifest="results/runs/{run}/smoke_test.json",
+        manifest="results/runs/{run}/smoke_test.manifest.json",
     log:
         "logs/runs/{run}/smoke_test.log",
     conda:
         CONDA_ENV
     params:
-        spec=run_export_part("smoke_prompts", "max_new_tokens"),
+        spec=run_slice("smoke_test"),
     shell:
         """
         python -m scripts.smoke_test --spec-json {params.spec:q} --model {input.model:q} \
@@ -91,16 +115,16 @@ rule smoke_test:
 rule push_to_hub:
     input:
         folder="results/runs/{run}/export",
-        smoke_test="results/runs/{run}/smoke_test.json",
+        smoke_test="results/runs/{run}/smoke_test.manifest.json",
         env=ENV,
     output:
-        manifest="results/runs/{run}/push_to_hub.json",
+        manifest="results/runs/{run}/push_to_hub.manifest.json",
     log:
         "logs/runs/{run}/push_to_hub.log",
     conda:
         CONDA_ENV
     params:
-        spec=run_export_part("push_to_hub"),
+        spec=run_slice("push_to_hub"),
     shell:
         """
         python -m scripts.push_to_hub --spec-json {params.spec:q} --folder {input.folder:q} \

@@ -4,7 +4,7 @@ rule base_model:
         env=ENV,
     output:
         model=directory("results/models/{mkey}/model"),
-        manifest="results/models/{mkey}/manifest.json",
+        manifest="results/models/{mkey}/model.manifest.json",
     log:
         "logs/models/{mkey}/base_model.log",
     benchmark:

@@ -9,15 +9,15 @@ rule train_model:
         base=run_base,
         env=ENV,
         # The audit gates training: a failed audit stops the run before any step is trained.
-        audit="results/runs/{run}/audit/audit.json",
+        audit=run_audit,
     output:
         model=directory("results/runs/{run}/train/model"),
         log="results/runs/{run}/train/log.jsonl",
-        manifest="results/runs/{run}/train/manifest.json",
+        manifest="results/runs/{run}/train.manifest.json",
     log:
-        "logs/runs/{run}/train.log",
+        "logs/runs/{run}/train_model.log",
     benchmark:
-        "benchmarks/runs/{run}/train.tsv"
+        "benchmarks/runs/{run}/train_model.tsv"
     conda:
         CONDA_ENV
     threads: run_threads
@@ -25,13 +25,13 @@ rule train_model:
         nproc=1,
         nodes=1,
     params:
-        spec=run_section("train"),
+        spec=run_slice("train_model"),
         work_dir=run_work_dir,
     shell:
         """
-        python -m scripts.common.launch --nproc {resources.nproc} --nodes {resources.nodes} \
-            -- --spec-json {params.spec:q} --base {input.base:q} \
+        python -m scripts.train_model --nproc {resources.nproc} --nodes {resources.nodes} \
+            --spec-json {params.spec:q} --base {input.base:q} \
             --tokens {input.tokens:q} --work-dir {params.work_dir:q} --out {output.model:q} \
-            --log {output.log:q} --manifest {output.manifest:q} \
+            --log {output.log:q} --manifest {output.manifest:q} --audit {input.audit:q} \
             --environment {input.env:q} >{log:q} 2>&1
         """

@@ -5,12 +5,12 @@ a label at the end of each trained span (each assistant turn, or the completion)
 is longer than tokenize.max_length; pad != eos, or EOS kept as a label where pad == eos.
 tokenize_shard runs these checks on each shard as it writes it and records the result in its
 manifest; this step sums them (so an edited record re-audits one shard, not the dataset) and
-checks a shard itself where no such record exists. Writes `audit.json` (a manifest: counts per
+checks a shard itself where no such record exists. Writes its manifest (counts per
 failed check, example ids) and `examples.txt`, a readable rendering of the first examples where
 masked text (no loss) is shown inside ⟪ ⟫.
 
     python -m scripts.audit_data --spec-json "$(cat tokenize.json)" --tokens tokens/*.parquet \
-        --tokenizer results/models/KEY/model --report audit/audit.json --examples audit/examples.txt
+        --tokenizer results/models/KEY/model --manifest results/audit/KEY.manifest.json --examples results/audit/KEY/examples.txt
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from pathlib import Path
 
 from scripts.common.audit import CHECKS, IGNORE, audit
 from scripts.common.chat import load_tokenizer_files
+from scripts.common.cli import fail
 from scripts.common.files import atomic_write_text, read_json
-from scripts.common.manifest import fail, write_manifest
+from scripts.common.manifest import write_manifest
 from scripts.common.spec import SpecError, check_slice
 
 MASK_OPEN, MASK_CLOSE = "⟪", "⟫"
@@ -115,7 +116,7 @@ def parse_args(argv):
     parser.add_argument("--spec-json", required=True, help="the tokenize section as JSON")
     parser.add_argument("--tokens", nargs="+", required=True)
     parser.add_argument("--tokenizer", required=True, help="the base model folder")
-    parser.add_argument("--report", required=True)
+    parser.add_argument("--manifest", required=True)
     parser.add_argument("--examples", required=True)
     parser.add_argument("--environment")
     return parser.parse_args(argv)
@@ -146,7 +147,7 @@ def main(argv=None):
             "(or set tokenize.audit.fail: false to only report)"
         )
     write_manifest(
-        args.report,
+        args.manifest,
         "audit_data",
         tok,
         inputs=args.tokens,

@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from scripts.common.cli import fail
 from scripts.common.files import atomic_write_json, read_jsonl
-from scripts.common.manifest import fail, write_manifest
+from scripts.common.manifest import write_manifest
 from scripts.common.modeling import BASE_REF
 from scripts.common.spec import SpecError, check_slice
 
@@ -70,7 +71,7 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     )
 
 
-def build_model(build: dict, tokenizer, out: Path) -> int:
+def build_model_from_config(build: dict, tokenizer, out: Path) -> int:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -168,7 +169,7 @@ def main(argv=None):
             tokenizer = train_tokenizer(training_texts(args.records), model["build"]["vocab_size"])
             tokenizer.save_pretrained(str(out))
             parameters, added, source, weights = (
-                build_model(model["build"], tokenizer, out),
+                build_model_from_config(model["build"], tokenizer, out),
                 False,
                 "build",
                 ".",

@@ -12,8 +12,9 @@ import sys
 import time
 from collections import Counter
 
+from scripts.common.cli import fail
 from scripts.common.files import atomic_write_text, jsonl_text, read_jsonl
-from scripts.common.manifest import fail, write_manifest
+from scripts.common.manifest import write_manifest
 from scripts.common.records import is_validation, record_texts
 from scripts.common.spec import SpecError, check_slice
 

@@ -16,31 +16,10 @@ import argparse
 import html
 import json
 
+from scripts.common.cli import fail
 from scripts.common.evaluation import cell, ordered
 from scripts.common.files import atomic_write_json, atomic_write_text, read_json
-from scripts.common.manifest import fail
-
-MISSING = object()
-
-
-def flatten(value, prefix: str = "") -> dict:
-    """Dotted key -> leaf value (lists are leaves): {"train": {"lora": {"r": 8}}} -> {"train.lora.r": 8}."""
-    if not isinstance(value, dict) or (prefix and not value):
-        return {prefix: value}
-    out = {}
-    for key, sub in value.items():
-        out.update(flatten(sub, f"{prefix}.{key}" if prefix else key))
-    return out
-
-
-def differing_values(sections_by_run: dict[str, dict]) -> dict[str, dict]:
-    """Per run, the dotted spec keys whose values are not the same in every run."""
-    flat = {run: flatten(sections) for run, sections in sections_by_run.items()}
-    keys = sorted({key for values in flat.values() for key in values})
-    differing = [
-        k for k in keys if len({json.dumps(v.get(k, None), sort_keys=True) for v in flat.values()}) > 1
-    ]
-    return {run: {k: values.get(k) for k in differing} for run, values in flat.items()}
+from scripts.common.plots import pyplot, save_png
 
 
 def comparison(reports: list[dict], diff: dict[str, dict]) -> dict:
@@ -134,12 +113,7 @@ def html_page(table: dict) -> str:
 
 
 def draw(table: dict, out: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from scripts.plot_training import save_png
+    plt = pyplot()
 
     cols, cells = header(table), body(table)
     width = max(6.0, 1.45 * len(cols))

@@ -20,8 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.common.manifest import fail, write_manifest
-from scripts.merge_model import training_tokenizer_dir
+from scripts.common.cli import fail
+from scripts.common.manifest import write_manifest
+from scripts.common.modeling import training_tokenizer_dir
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # what tokenizer.save_pretrained writes, for fast and slow tokenizers of every family

@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.common.manifest import fail, write_manifest
+from scripts.common.cli import fail
+from scripts.common.manifest import write_manifest
 from scripts.common.spec import SpecError, check_slice
 
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "chat_template.jinja")
@@ -28,12 +29,7 @@ TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "chat_template.jin
 def merge_spec(given: dict) -> dict:
     """The merge's part of the export section, validated against the export schema, defaults filled."""
     export = check_slice("export", {"smoke_prompts": [{"prompt": "(not used by the merge)"}], **given})
-    return {"dtype": export["dtype"], "max_shard_size": export["max_shard_size"]}
-
-
-def training_tokenizer_dir(base: str, tuned: str) -> str:
-    """Where the training tokenizer lives: the trained folder (train saves it there), else the base."""
-    return tuned if (Path(tuned) / "tokenizer_config.json").is_file() else base
+    return {key: export[key] for key in ("dtype", "max_shard_size")}
 
 
 def merged_model(base: str, tuned: str, method: str, dtype: str):
@@ -110,7 +106,7 @@ def main(argv=None):
         fail(str(exc))
     if args.method != "full" and not (Path(args.tuned) / "adapter_config.json").is_file():
         fail(f"{args.tuned} holds no adapter_config.json, but train.method is {args.method!r}: retrain")
-    from scripts.common.modeling import load_tokenizer
+    from scripts.common.modeling import load_tokenizer, training_tokenizer_dir
 
     tok_dir = training_tokenizer_dir(args.base, args.tuned)
     tokenizer = load_tokenizer(tok_dir)

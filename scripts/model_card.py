@@ -1,30 +1,23 @@
-"""Write the model card (README.md with hub metadata) and assemble the export folder.
-
-The export folder is the merged model's files and/or the adapter's (hard-linked, so no copy
-of large weights) plus this card; changing the card text never re-merges. Layout by
-export.format: merged or adapter at the top; both: merged at the top, adapter in adapter/.
+"""Write the model card: Markdown with hub metadata (YAML front matter), the metrics, how to
+load the model, the training summary and the provenance. export_model puts it in the export
+folder as README.md; changing the card text never re-merges.
 
     python -m scripts.model_card --spec-json '{"card": {...}, "format": "merged"}' --run demo \
-        --run-spec "$(cat spec.json)" --pieces results/runs/demo/merged \
-        --report results/runs/demo/evaluate/report.json --train-manifest ... \
-        --base-manifest ... --data-manifest results/data/KEY/shards.json --out results/runs/demo/export
+        --run-spec "$(cat spec.json)" --report results/runs/demo/evaluate/report.json \
+        --train-manifest ... --base-manifest ... --data-manifest results/data/KEY/raw.manifest.json \
+        --out results/runs/demo/model_card.md --manifest results/runs/demo/model_card.manifest.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-from pathlib import Path
 
 import yaml
 
 from scripts.common.files import atomic_write_text, read_json
-from scripts.common.manifest import fail
-
-SKIP = {".snakemake_timestamp"}
+from scripts.common.manifest import write_manifest
 
 
 def card_metadata(card: dict, fmt: str, run: str, spec: dict, report: dict, train: dict, base: dict) -> str:
@@ -152,43 +145,18 @@ def render_card(export: dict, run: str, spec: dict, report: dict, train: dict, b
 """
 
 
-def link_tree(src: Path, dst: Path) -> None:
-    """Hard-link every file of src into dst (copy where links are not possible)."""
-    for path in sorted(src.rglob("*")):
-        target = dst / path.relative_to(src)
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        if path.name in SKIP:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
-
-
-def layout(pieces: list[str], fmt: str) -> list[tuple[Path, str]]:
-    """(source folder, place in the export folder) for each piece, by export.format."""
-    adapters = [Path(p) for p in pieces if (Path(p) / "adapter_config.json").is_file()]
-    merged = [Path(p) for p in pieces if Path(p) not in adapters]
-    wanted = {"merged": (1, 0), "adapter": (0, 1), "both": (1, 1)}[fmt]
-    if (len(merged), len(adapters)) != wanted:
-        raise ValueError(f"export.format {fmt!r} needs {wanted} merged/adapter folders, got {pieces}")
-    return [(m, ".") for m in merged] + [(a, "." if fmt == "adapter" else "adapter") for a in adapters]
-
-
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec-json", required=True, help="export.card and export.format as JSON")
     parser.add_argument("--run", required=True)
     parser.add_argument("--run-spec", required=True, help="the run's compiled spec as JSON")
-    parser.add_argument("--pieces", nargs="+", required=True, help="merged and/or adapter folders")
     parser.add_argument("--report", required=True)
     parser.add_argument("--train-manifest", required=True)
     parser.add_argument("--base-manifest", required=True)
-    parser.add_argument("--data-manifest", required=True, help="shards.json (source hashes)")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--data-manifest", required=True, help="the shard_data manifest (source hashes)")
+    parser.add_argument("--out", required=True, help="the card (Markdown) to write")
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--environment")
     return parser.parse_args(argv)
 
 
@@ -204,15 +172,19 @@ def main(argv=None):
         read_json(args.base_manifest),
         read_json(args.data_manifest),
     )
-    out = Path(args.out)
-    try:
-        places = layout(args.pieces, export["format"])
-    except ValueError as exc:
-        fail(str(exc))
-    for src, place in places:
-        link_tree(src, out / place)
-    atomic_write_text(out / "README.md", text)
-    print(f"export folder ready: {out}", file=sys.stderr)
+    atomic_write_text(args.out, text)
+    write_manifest(
+        args.manifest,
+        "model_card",
+        export,
+        run=args.run,
+        inputs=[args.report, args.train_manifest, args.base_manifest, args.data_manifest],
+        outputs=[args.out],
+        counts={"lines": text.count("\n")},
+        details={"format": export["format"], "license": export["card"].get("license")},
+        environment=args.environment,
+    )
+    print(f"model card written: {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import math
 
+from scripts.common.cli import fail
 from scripts.common.evaluation import ordered
 from scripts.common.files import read_json
-from scripts.common.manifest import fail
-from scripts.plot_training import save_png
+from scripts.common.plots import pyplot, save_png
 
 COLUMNS = 4
 COLORS = {"base": "#9e9e9e", "tuned": "#1f77b4"}
@@ -36,10 +36,7 @@ def panels(report: dict) -> list[dict]:
 
 
 def draw(report: dict, out: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     items = panels(report)
     rows = math.ceil(len(items) / COLUMNS)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from scripts.common.manifest import fail
+from scripts.common.cli import fail
+from scripts.common.plots import pyplot, save_png
 
 FIGSIZE = (7.0, 4.2)
 
@@ -42,10 +43,7 @@ def read_log(path: str) -> list[dict]:
 
 
 def draw(series: dict, run: str, out: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
     styles = {"loss": ("training loss", "-", None), "eval_loss": ("validation loss", "--", "o")}
@@ -70,21 +68,6 @@ def draw(series: dict, run: str, out: str) -> None:
     ax.set_title(f"{run}: loss curves")
     ax.grid(alpha=0.3)
     save_png(fig, out)
-
-
-def save_png(fig, path: str, tight: bool = False) -> None:
-    """Write a matplotlib figure as PNG atomically (no timestamp metadata) and close it."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    from scripts.common.files import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    extra = {"bbox_inches": "tight", "pad_inches": 0.2} if tight else {}
-    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None}, **extra)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def parse_args(argv):

@@ -7,8 +7,8 @@ message before any network call.
 
     HF_TOKEN=hf_... python -m scripts.push_to_hub \
         --spec-json '{"push_to_hub": {"repo_id": "me/demo", "private": true}}' \
-        --folder results/runs/demo/export --smoke-test results/runs/demo/smoke_test.json \
-        --manifest results/runs/demo/push_to_hub.json --run demo
+        --folder results/runs/demo/export --smoke-test results/runs/demo/smoke_test.manifest.json \
+        --manifest results/runs/demo/push_to_hub.manifest.json --run demo
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.common.manifest import fail, write_manifest
+from scripts.common.cli import fail
+from scripts.common.manifest import write_manifest
 
 SKIP = [".snakemake_timestamp"]
 TRUE = {"1", "on", "yes", "true"}

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import html
 
+from scripts.common.cli import fail
 from scripts.common.files import atomic_write_text
-from scripts.common.manifest import fail
 
 STYLE = (
     "body{font-family:sans-serif;margin:1em;max-width:70em}table{border-collapse:collapse}"

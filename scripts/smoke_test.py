@@ -4,7 +4,7 @@ Fails (non-zero exit) when the folder does not load, a generation is empty, or a
 differs from its `expected` string. Writes the outputs as a validated manifest.
 
     python -m scripts.smoke_test --spec-json "$(cat smoke.json)" --model results/runs/demo/export \
-        --manifest results/runs/demo/smoke_test.json
+        --manifest results/runs/demo/smoke_test.manifest.json
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.common.manifest import fail, write_manifest
+from scripts.common.cli import fail
+from scripts.common.manifest import write_manifest
 
 CONFIG_FILES = ("config.json", "adapter_config.json", "README.md")
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from scripts.common.audit import audit
 from scripts.common.chat import TemplateError, chat_segments, compile_template, load_tokenizer_files
+from scripts.common.cli import fail
 from scripts.common.files import read_jsonl
-from scripts.common.manifest import fail, write_manifest
+from scripts.common.manifest import write_manifest
 from scripts.common.spec import SpecError, check_slice
 
 IGNORE = -100

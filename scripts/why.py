@@ -1,8 +1,10 @@
 """Explain, in spec terms, what changed since each run was last built and which steps rerun.
 
-The last-built state comes from the manifests themselves (each records its spec slice and its
-inputs' hashes), so nothing extra is stored: the run's train manifest leads to its token
-shards, whose manifests lead to the tokenizer and the cleaned shards, and so on.
+The last-built state comes from the manifests themselves: each records its spec slice and
+the files it read, and the manifest of any file is found from its path (`X.manifest.json`
+beside `X`). A step reruns when its slice in the step table (scripts/common/steps.py, the
+table the rules read too) differs from the one in its manifest, when its data sources
+changed, or when a step it reads reruns.
 
     python -m scripts.why                      # every spec in specs/
     python -m scripts.why --specs specs/demo.yaml
@@ -18,20 +20,19 @@ from pathlib import Path
 
 from scripts.common.files import sha256_file
 from scripts.common.spec import SpecError, load_specs
+from scripts.common.steps import downstream, manifest_of, run_steps, step_slices
 
-# Steps that rerun when a section changes (in DAG order); the model step reads data only
-# when it builds its tokenizer from the training split.
-DOWNSTREAM = {
-    "data": ["shard_data", "clean_shard", "base_model", "tokenize_shard", "train_model"],
-    "model": ["base_model", "tokenize_shard", "train_model"],
-    "tokenize": ["tokenize_shard", "train_model"],
-    "train": ["train_model"],
-    "evaluate": ["evaluation"],
-    "export.merge": ["merge_model"],
-    "export.card": ["model_card"],
-    "export.smoke": ["smoke_test"],
-}
-AFTER_TRAIN = ["evaluation", "merge_model", "model_card", "smoke_test"]  # they read the model
+# The per-run manifests a build leaves (the shared ones are found through their inputs).
+RUN_MANIFESTS = (
+    "train",
+    "evaluate",
+    "merged",
+    "adapter",
+    "model_card",
+    "export",
+    "smoke_test",
+    "push_to_hub",
+)
 
 
 def diff(old, new, prefix: str) -> list[str]:
@@ -54,37 +55,41 @@ def read(path) -> dict | None:
         return None
 
 
-def last_built(results: Path, run: str) -> dict:
-    """The spec slices and manifests the run's current artifacts were built from."""
-    runs = results / "runs" / run
-    built = {
-        "train": read(runs / "train/manifest.json"),
-        "evaluate": read(runs / "evaluate/manifest.json"),
-        "merge": read(runs / "merged.manifest.json"),
-        "smoke": read(runs / "smoke_test.json"),
-    }
-    train = built["train"]
-    token_manifests = [
-        read(Path(i["path"]).with_suffix(".manifest.json"))
-        for i in (train or {}).get("inputs", [])
-        if i["path"].endswith(".parquet")
-    ]
-    token = token_manifests[0] if token_manifests and token_manifests[0] else None
-    built["tokenize"] = token
-    for item in (token or {}).get("inputs", []):
-        if item["path"].endswith("tokenizer.json"):
-            built["model"] = read(Path(item["path"]).parent.parent / "manifest.json")
-        elif item["path"].endswith(".jsonl"):
-            built["data"] = read(Path(item["path"]).with_suffix(".manifest.json"))
-            built["shards"] = read(Path(item["path"]).parent.parent / "shards.json")
+def last_built(results: Path, run: str) -> dict[str, dict]:
+    """step -> a manifest of the run's current artifacts (one per step; per-shard steps give
+    one of their shards), found by following each manifest's inputs to their manifests."""
+    queue = [results / "runs" / run / f"{name}.manifest.json" for name in RUN_MANIFESTS]
+    built, seen = {}, set()
+    while queue:
+        path = queue.pop(0)
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        manifest = read(path)
+        if not manifest or "step" not in manifest:
+            continue
+        built.setdefault(manifest["step"], manifest)
+        for item in manifest.get("inputs", []):
+            source = Path(item["path"])
+            found = source if source.name.endswith(".manifest.json") else manifest_of(source)
+            if found:
+                queue.append(found)
     return built
+
+
+def changed_sources(shards_manifest: dict) -> list[str]:
+    return [
+        source["path"]
+        for source in shards_manifest["inputs"]
+        if not Path(source["path"]).is_file() or sha256_file(source["path"]) != source["sha256"]
+    ]
 
 
 def changed_shards(data: dict, shards_manifest: dict) -> list[str]:
     """Content hashes of the shards that a re-shard of the current sources would replace
     (read-only: the sources are read without shard_data's chunk cache)."""
     from scripts.common.records import SourceError
-    from scripts.shard_data import read_all, shard_texts
+    from scripts.common.sharding import read_all, shard_texts
 
     try:
         buckets, *_ = read_all(data, cache=None)
@@ -99,59 +104,30 @@ def changed_shards(data: dict, shards_manifest: dict) -> list[str]:
 
 def explain_run(run, results: Path) -> list[str]:
     built = last_built(results, run.name)
-    if not built["train"]:
+    if "train_model" not in built:
         return ["never trained: every step runs"]
-    changes, steps = [], []
-
-    def compare(section, old_spec, new_spec, label, step_key):
-        lines = diff(old_spec, new_spec, label)
+    slices = step_slices(run.sections)
+    changes, changed_steps = [], set()
+    for step in run_steps(run.sections):
+        if step not in built:
+            changed_steps.add(step)  # never built (a format or a push added since)
+            continue
+        section, now = slices[step]
+        lines = diff(built[step]["spec"], now, section)
         if lines:
-            changes.extend(lines)
-            steps.extend(DOWNSTREAM[step_key])
-
-    for section in ("data", "model", "tokenize", "train", "evaluate"):
-        manifest = built.get(section)
-        if manifest:
-            compare(section, manifest["spec"], run.sections[section], section, section)
-    export = run.sections["export"]
-    if built["merge"]:
-        from scripts.merge_model import merge_spec
-
-        compare("export", built["merge"]["spec"], merge_spec(export), "export", "export.merge")
-    if built["smoke"]:
-        smoke = {k: export[k] for k in built["smoke"]["spec"]}
-        compare("export", built["smoke"]["spec"], smoke, "export", "export.smoke")
-    shards = built.get("shards")
-    if shards and not any(c.startswith("data.") for c in changes):
-        for source in shards["inputs"]:
-            if not Path(source["path"]).is_file() or sha256_file(source["path"]) != source["sha256"]:
-                changes.append(f"data source {source['path']} changed")
-                changes += changed_shards(run.sections["data"], shards)
-                steps += (
-                    DOWNSTREAM["data"]
-                    if "build" in run.sections["model"]
-                    else ["shard_data", "clean_shard", "tokenize_shard", "train_model"]
-                )
-                break
-    if not changes:
+            changes += [line for line in lines if line not in changes]
+            changed_steps.add(step)
+    shards = built.get("shard_data")
+    sources = changed_sources(shards) if shards and "shard_data" not in changed_steps else []
+    if sources:
+        changes += [f"data source {path} changed" for path in sources]
+        changes += changed_shards(run.sections["data"], shards)
+        changed_steps.add("shard_data")
+    if not changes and not changed_steps:
         return ["up to date in spec terms (snakemake -n also checks code and file times)"]
-    steps += (
-        AFTER_TRAIN if "train_model" in steps else ["model_card", "smoke_test"]
-    )  # the card shows the spec
-    return [*changes, "reruns: " + ", ".join(s for s in STEP_ORDER if s in steps)]
-
-
-STEP_ORDER = [
-    "shard_data",
-    "clean_shard",
-    "base_model",
-    "tokenize_shard",
-    "train_model",
-    "evaluation",
-    "merge_model",
-    "model_card",
-    "smoke_test",
-]
+    order = run_steps(run.sections)
+    reruns = downstream(changed_steps, run.sections)
+    return [*changes, "reruns: " + ", ".join(s for s in order if s in reruns)]
 
 
 def parse_args(argv):

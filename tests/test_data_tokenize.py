@@ -145,7 +145,7 @@ def audit(tmp_path, model_dir, **tok):
             str(tmp_path / "tokens.parquet"),
             "--tokenizer",
             str(model_dir),
-            "--report",
+            "--manifest",
             str(tmp_path / "audit.json"),
             "--examples",
             str(tmp_path / "ex.txt"),

@@ -30,13 +30,13 @@ def write_source(path, count: int) -> list[str]:
 
 
 def build_local_model(folder, texts) -> None:
-    from scripts.base_model import build_model, train_tokenizer
+    from scripts.base_model import build_model_from_config, train_tokenizer
     from scripts.common.spec import check_slice
 
     build = check_slice("model", {"build": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}})["build"]
     tokenizer = train_tokenizer(texts, 300)
     tokenizer.save_pretrained(str(folder))
-    build_model(build, tokenizer, folder)
+    build_model_from_config(build, tokenizer, folder)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def rewrite(workdir, change) -> None:
 
 def data_jobs(workdir):
     ran = jobs_run(snakemake(workdir, "data", timeout=600))
-    manifest = next((workdir / "results/data").glob("*/shards.json"))
+    manifest = next((workdir / "results/data").glob("*/raw.manifest.json"))
     source = json.loads(manifest.read_text())["details"]["sources"][0]
     return ran, source
 

@@ -4,6 +4,8 @@ and sacrebleu), worst-first predictions, the report schema, batched generation a
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import pytest
 import sacrebleu
@@ -350,11 +352,11 @@ def built(tmp_path_factory):
     return root
 
 
-def run_cli(root, out, ev: dict) -> dict:
-    from scripts import evaluate
+def run_cli(root, out, ev: dict, tokens=None) -> dict:
+    from scripts import evaluate_model
 
     base = str(root / "base")  # tuned = base (a "full" fine-tune folder): both must score alike
-    evaluate.main(
+    evaluate_model.main(
         [
             "--spec-json",
             json.dumps(ev),
@@ -367,9 +369,11 @@ def run_cli(root, out, ev: dict) -> dict:
             "--train-manifest",
             str(root / "train.manifest.json"),
             "--tokens",
-            str(root / "tokens.parquet"),
+            str(tokens or root / "tokens.parquet"),
             "--out-dir",
             str(out),
+            "--manifest",
+            f"{out}.manifest.json",
             "--run",
             "cli",
             "--threads",
@@ -408,20 +412,39 @@ def test_cli_writes_report_predictions_summary_and_manifest(built, tmp_path):
     assert all(p["base"] == p["tuned"] for p in predictions)
     assert report["worst"] == predictions[:5]
     assert "| validation_loss | ↓ lower |" in (tmp_path / "summary.md").read_text()
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest = json.loads(Path(f"{tmp_path}.manifest.json").read_text())
     validate_manifest(manifest)
     assert manifest["counts"] == {"examples": 11, "generated": 10}
 
 
-def test_cli_loss_only_skips_generation_and_plain_text_needs_loss_metrics(built, tmp_path):
-    report = run_cli(
+def test_cli_loss_only_skips_generation_and_scores_the_same_loss(built, tmp_path):
+    only_loss = run_cli(
         built, tmp_path / "loss", {"metrics": ["loss"], "compare_base": False, "max_examples": 3}
     )
-    assert report["metrics"] == {
-        "base": None,
-        "tuned": {"validation_loss": pytest.approx(report["metrics"]["tuned"]["validation_loss"])},
-    }
-    assert (report["generated"], report["improved"]) == (0, None)
+    assert only_loss["metrics"]["base"] is None
+    assert set(only_loss["metrics"]["tuned"]) == {"validation_loss"}
+    assert (only_loss["generated"], only_loss["improved"]) == (0, None)
+    # the same examples scored with generation too: generating must not change the loss
+    both = run_cli(
+        built,
+        tmp_path / "both",
+        {"metrics": ["exact_match", "loss"], "compare_base": False, "max_examples": 3},
+    )
+    assert both["generated"] == 3
+    loss = only_loss["metrics"]["tuned"]["validation_loss"]
+    assert math.isfinite(loss) and loss > 0
+    assert loss == pytest.approx(both["metrics"]["tuned"]["validation_loss"], rel=1e-6)
+
+
+def test_cli_plain_text_only_needs_loss_metrics(built, tmp_path, capsys):
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(built / "tokens.parquet")
+    plain = table.filter(pc.equal(table["prompt_length"], 0))
+    assert plain.num_rows >= 1
+    pq.write_table(plain, tmp_path / "plain.parquet")
     with pytest.raises(SystemExit):
-        run_cli(built, tmp_path / "bad", {"metrics": ["exact_match"], "temperature": 0.5})
+        run_cli(built, tmp_path / "bad", {"metrics": ["exact_match"]}, tokens=tmp_path / "plain.parquet")
+    assert "no validation record has a prompt (plain-text data)" in capsys.readouterr().err
     assert not (tmp_path / "bad" / "report.json").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import export_adapter, merge_model, smoke_test, train
+from scripts import export_adapter, merge_model, smoke_test, train_model
 from scripts.common.files import jsonl_text, read_jsonl
 from tests.workflow_fixtures import REPO
 
@@ -61,7 +61,7 @@ def train_tiny(root: Path, base: Path, tokens: Path, method: str, steps: int) ->
     out = root / method
     spec = {"method": method, "max_steps": steps, "learning_rate": 3e-3, "per_device_batch_size": 16}
     spec |= {"logging_steps": 4, "save_steps": 1000, "threads": 2}
-    train.main(
+    train_model.main(
         [
             *("--spec-json", json.dumps(spec), "--base", str(base), "--tokens", str(tokens)),
             *("--work-dir", str(root / f"work-{method}"), "--out", str(out / "model")),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts import model_card, push_to_hub
+from scripts import export_model, model_card, push_to_hub
 from scripts.common.spec import SpecError, check_slice
 from scripts.merge_model import generation_ids, merge_spec
 from scripts.smoke_test import verdict
@@ -52,11 +52,11 @@ def test_layout_places_merged_and_adapter_by_format(tmp_path):
     merged.mkdir()
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
-    assert model_card.layout([str(merged)], "merged") == [(merged, ".")]
-    assert model_card.layout([str(adapter)], "adapter") == [(adapter, ".")]
-    assert model_card.layout([str(merged), str(adapter)], "both") == [(merged, "."), (adapter, "adapter")]
+    assert export_model.layout([str(merged)], "merged") == [(merged, ".")]
+    assert export_model.layout([str(adapter)], "adapter") == [(adapter, ".")]
+    assert export_model.layout([str(merged), str(adapter)], "both") == [(merged, "."), (adapter, "adapter")]
     with pytest.raises(ValueError, match="export.format 'both'"):
-        model_card.layout([str(merged)], "both")
+        export_model.layout([str(merged)], "both")
 
 
 def card_inputs(base_metrics):

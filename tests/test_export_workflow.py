@@ -52,8 +52,8 @@ def test_offline_push_fails_clearly_after_everything_else_is_built(offline_push)
     log = (workdir / "logs/runs/demo/push_to_hub.log").read_text()
     assert "error: export.push_to_hub is set but the hub is offline (HF_HUB_OFFLINE is set)" in log
     assert "Traceback" not in log
-    assert not (workdir / "results/runs/demo/push_to_hub.json").exists()
-    assert (workdir / "results/runs/demo/smoke_test.json").is_file()
+    assert not (workdir / "results/runs/demo/push_to_hub.manifest.json").exists()
+    assert (workdir / "results/runs/demo/smoke_test.manifest.json").is_file()
 
 
 def test_the_token_appears_in_no_file_the_workflow_writes(offline_push):

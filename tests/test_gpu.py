@@ -35,7 +35,7 @@ def test_qlora_demo_trains_in_bf16_on_the_gpu_and_exports(tmp_path):
     results = workdir / "results"
     environment = json.loads((results / "environment.json").read_text())
     assert environment["device"]["type"] == "cuda"
-    train = json.loads((results / "runs/demo/train/manifest.json").read_text())
+    train = json.loads((results / "runs/demo/train.manifest.json").read_text())
     assert train["details"]["method"] == "qlora"
     assert train["details"]["precision"] == "bf16"
     assert train["details"]["final_loss"] < train["details"]["first_loss"]
@@ -44,5 +44,5 @@ def test_qlora_demo_trains_in_bf16_on_the_gpu_and_exports(tmp_path):
     print("tuned", tuned, "base", base, "train", train["details"], train["timings"])
     assert tuned["exact_match"] > base["exact_match"]
     assert tuned["exact_match"] >= 0.9
-    smoke = json.loads((results / "runs/demo/smoke_test.json").read_text())
+    smoke = json.loads((results / "runs/demo/smoke_test.manifest.json").read_text())
     assert smoke["counts"]["checked"] == smoke["counts"]["passed"] == 2, smoke["details"]

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from scripts import compare_runs, plot_metrics, plot_training, report_page
+from scripts.common import steps
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -80,12 +81,12 @@ def test_differing_values_keeps_only_what_differs():
             "evaluate": {"metrics": ["bleu"], "seed": 1},
         },
     }
-    assert compare_runs.differing_values(runs) == {
+    assert steps.differing_values(runs) == {
         "a": {"evaluate.seed": None, "train.learning_rate": 0.001, "train.lora.r": 8},
         "b": {"evaluate.seed": None, "train.learning_rate": 0.003, "train.lora.r": 8},
         "c": {"evaluate.seed": 1, "train.learning_rate": 0.003, "train.lora.r": 16},
     }
-    assert compare_runs.differing_values({"only": runs["a"]}) == {"only": {}}
+    assert steps.differing_values({"only": runs["a"]}) == {"only": {}}
 
 
 def test_compare_table_marks_the_best_run_in_each_direction(tmp_path):
@@ -168,7 +169,8 @@ def test_snakemake_report_holds_loss_plot_comparison_and_cards(tmp_path):
     (workdir / "specs/demo.yaml").unlink()
     (workdir / "specs/sweep.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     ran = jobs_run(snakemake(workdir))  # the default target: export, compare, report pages
-    assert ran["compare_runs"] == 1 and ran["plot_training"] == 2 and ran["card_page"] == 2, ran
+    assert ran["compare_runs"] == 1 and ran["plot_training"] == 2 and ran["report_page"] == 4, ran
+    assert ran["audit_data"] == 1, ran  # the runs share their token shards: one audit
     runs = ["sweep--train.learning_rate=0.003", "sweep--train.learning_rate=0.004"]
     table = (workdir / "results/compare/metrics.md").read_text()
     assert "| run | train.learning_rate | exact_match ↑ |" in table

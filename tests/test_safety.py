@@ -26,7 +26,7 @@ def local_model(tmp_path_factory) -> Path:
     tokenizer = base_model.train_tokenizer(texts, 300)
     tokenizer.save_pretrained(str(folder))
     build = check_slice("model", {"build": {"hidden_size": 16, "num_layers": 1, "num_heads": 2}})["build"]
-    base_model.build_model(build, tokenizer, folder)
+    base_model.build_model_from_config(build, tokenizer, folder)
     return folder
 
 

@@ -116,8 +116,8 @@ def without_timings(path: Path) -> dict:
 def test_tiny_spec_runs_end_to_end_on_slurm(built):
     workdir, proc = built
     ran = jobs_run(SimpleNamespace(stdout=proc.stdout, stderr=""))  # stderr went to stdout
-    assert ran["train_model"] == ran["evaluation"] == ran["smoke_test"] == 1, ran
-    smoke = json.loads((workdir / "results/runs/tiny/smoke_test.json").read_text())
+    assert ran["train_model"] == ran["evaluate_model"] == ran["smoke_test"] == 1, ran
+    smoke = json.loads((workdir / "results/runs/tiny/smoke_test.manifest.json").read_text())
     assert smoke["counts"]["prompts"] == 1 and smoke["details"]["outputs"][0]["output"]
     assert (workdir / "results/runs/tiny/export/model.safetensors").is_file()
 
@@ -226,7 +226,7 @@ def test_cancelled_training_is_retried_and_resumes_from_its_checkpoint(built, pr
     first, retry = (minutes(job["Timelimit"]) for job in jobs)
     assert retry == 2 * first, jobs  # the profile's runtime grows with `attempt`
 
-    manifest = json.loads((workdir / "results/runs/tiny/train/manifest.json").read_text())
+    manifest = json.loads((workdir / "results/runs/tiny/train.manifest.json").read_text())
     resumed = manifest["counts"]["resumed_from_step"]
     assert resumed >= int(checkpoint.name.split("-")[1]) and manifest["counts"]["steps"] == 400
     train_log = (workdir / "logs/runs/tiny/train.log").read_text()
@@ -242,7 +242,7 @@ def test_training_with_two_processes_in_one_job(built, profile):
 
     train_log = (workdir / "logs/runs/tiny/train.log").read_text()
     assert "torch.distributed.run --nproc-per-node=2 --standalone" in train_log, train_log[-3000:]
-    manifest = json.loads((workdir / "results/runs/tiny/train/manifest.json").read_text())
+    manifest = json.loads((workdir / "results/runs/tiny/train.manifest.json").read_text())
     assert manifest["details"]["world_size"] == 2 and manifest["counts"]["steps"] == 6
     jobs = sacct_jobs(slurm_run_id(proc.stdout))
     assert [(rule_of(job), job["State"]) for job in jobs] == [("train_model", "COMPLETED")], jobs

@@ -59,7 +59,7 @@ def run_paths(workdir: Path) -> dict:
 
 
 def train_in_process(workflow: Path, out: Path, **overrides) -> dict:
-    from scripts.train import main
+    from scripts.train_model import main
 
     paths = run_paths(workflow)
     main(
@@ -114,7 +114,7 @@ def test_qlora_guard_keeps_gradients_flowing_after_a_no_grad_pass(workflow):
     import torch
     from bitsandbytes.functional import has_avx512bf16
 
-    from scripts.train import build_model, load_train_slice
+    from scripts.train_model import load_train_slice, load_trainable_model
 
     paths = run_paths(workflow)
     train = load_train_slice(json.dumps({**paths["train"], "method": "qlora"}))
@@ -133,7 +133,9 @@ def test_qlora_guard_keeps_gradients_flowing_after_a_no_grad_pass(workflow):
             model.eval()(input_ids=ids)
         return before, first_layer_grad(model)
 
-    before, after = grads_before_and_after_a_no_grad_pass(build_model(str(paths["base"]), train, "fp32"))
+    before, after = grads_before_and_after_a_no_grad_pass(
+        load_trainable_model(str(paths["base"]), train, "fp32")
+    )
     assert before > 0 and after == before
     if has_avx512bf16():  # the unguarded model shows the bug the guard prevents
         from scripts.common import modeling
@@ -142,7 +144,7 @@ def test_qlora_guard_keeps_gradients_flowing_after_a_no_grad_pass(workflow):
         modeling.guard_4bit_for_training = lambda model: 0
         try:
             before, after = grads_before_and_after_a_no_grad_pass(
-                build_model(str(paths["base"]), train, "fp32")
+                load_trainable_model(str(paths["base"]), train, "fp32")
             )
         finally:
             modeling.guard_4bit_for_training = original

@@ -8,23 +8,23 @@ import json
 import pytest
 
 from scripts.common.checkpoints import newest_complete, step_of, trim_log
-from scripts.common.launch import launch_command, parse_args
+from scripts.common.launch import launch_command
 from scripts.common.spec import SpecError, check_slice
 from scripts.common.train_log import should_stop
-from scripts.train import accumulation_steps, load_train_slice, lr_warnings
+from scripts.train_model import accumulation_steps, load_train_slice, lr_warnings
 
 ARGS = ["--spec-json", "{}", "--out", "m"]
 
 
 def test_one_process_runs_the_script_directly():
-    assert launch_command(ARGS, nproc=1, nodes=1, python="py") == ["py", "-m", "scripts.train", *ARGS]
+    assert launch_command(ARGS, nproc=1, nodes=1, python="py") == ["py", "-m", "scripts.train_model", *ARGS]
 
 
 def test_several_processes_on_one_node_use_torchrun_standalone():
     cmd = launch_command(ARGS, nproc=2, nodes=1, python="py")
     assert cmd[:3] == ["py", "-m", "torch.distributed.run"]
     assert "--nproc-per-node=2" in cmd and "--standalone" in cmd
-    assert cmd[-len(ARGS) - 3 :] == ["-m", "scripts.train", "--", *ARGS]
+    assert cmd[-len(ARGS) - 3 :] == ["-m", "scripts.train_model", "--", *ARGS]
 
 
 def test_several_nodes_start_one_torchrun_per_node_through_srun():
@@ -47,9 +47,12 @@ def test_bad_process_counts_and_missing_rendezvous_are_refused():
         launch_command(ARGS, nproc=1, nodes=2)
 
 
-def test_launcher_cli_passes_training_arguments_through():
-    args = parse_args(["--nproc", "2", "--", *ARGS])
-    assert (args.nproc, args.nodes, args.train_args) == (2, 1, ARGS)
+def test_the_training_cli_takes_its_process_counts():
+    from scripts.train_model import parse_args as train_args
+
+    argv = [*ARGS, "--base", "b", "--tokens", "t", "--work-dir", "w", "--log", "l", "--manifest", "m"]
+    assert (train_args(argv).nproc, train_args(argv).nodes) == (1, 1)
+    assert train_args(["--nproc", "2", "--nodes", "3", *argv]).nproc == 2
 
 
 def train_slice(**overrides):
@@ -126,7 +129,7 @@ def test_newest_complete_checkpoint_skips_half_written_ones(tmp_path):
 
 
 def test_train_script_accepts_the_separator_torchrun_may_pass_on():
-    from scripts.train import parse_args as train_args
+    from scripts.train_model import parse_args as train_args
 
     argv = ["--spec-json", "{}", "--base", "b", "--tokens", "t", "--work-dir", "w", "--out", "o"]
     argv += ["--log", "l", "--manifest", "m"]

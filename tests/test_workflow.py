@@ -4,6 +4,7 @@ then edits that must rerun exactly the steps that read the edited section."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,18 +14,18 @@ import yaml
 
 from scripts.common.manifest import validate_manifest
 from scripts.common.spec import schema_errors
-from tests.workflow_fixtures import copy_workflow, jobs_run, snakemake
+from tests.workflow_fixtures import jobs_run, snakemake
 
 pytestmark = pytest.mark.slow
 DATA_STEPS = {"shard_data", "clean_shard", "tokenize_shard", "base_model"}
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
-    proc = snakemake(workdir, "export")
-    ran = jobs_run(proc)
-    assert ran["train_model"] == 1 and ran["smoke_test"] == 1, ran
+@pytest.fixture
+def built(demo_build, tmp_path) -> Path:
+    """A private copy of the built demo (results, Snakemake's metadata and file times), so a
+    test that edits the spec or reruns steps changes nothing another test sees."""
+    workdir = tmp_path / "demo"
+    shutil.copytree(demo_build, workdir, symlinks=True)
     return workdir
 
 
@@ -67,7 +68,7 @@ def test_export_loads_in_a_fresh_process_and_answers_an_unseen_prompt(built):
     )
     assert proc.stdout.strip() == "eight zero seven three"
     assert (folder / "model.safetensors").is_file() and (folder / "README.md").is_file()
-    smoke = json.loads((built / "results/runs/demo/smoke_test.json").read_text())
+    smoke = json.loads((built / "results/runs/demo/smoke_test.manifest.json").read_text())
     assert smoke["counts"]["passed"] == smoke["counts"]["checked"] == 2
 
 
@@ -95,9 +96,11 @@ def test_every_manifest_validates(built):
         "base_model",
         "tokenize_shard",
         "audit_data",
-        "train",
-        "evaluate",
+        "train_model",
+        "evaluate_model",
         "merge_model",
+        "model_card",
+        "export_model",
         "smoke_test",
     }
     assert not schema_errors(
@@ -109,20 +112,26 @@ def test_every_manifest_validates(built):
 def test_editing_evaluate_reruns_only_evaluation(built):
     edit_spec(built, "evaluate", "max_new_tokens", 20)
     ran = jobs_run(snakemake(built, "export"))
-    assert ran["evaluation"] == 1
+    assert ran["evaluate_model"] == 1
     # the card shows the new numbers, so it and the smoke test of the final folder follow
-    assert set(ran) <= {"evaluation", "model_card", "smoke_test", "export"}, ran
+    assert set(ran) <= {"evaluate_model", "model_card", "export_model", "smoke_test", "export"}, ran
 
 
 def test_editing_export_reruns_only_export_steps(built):
     spec = yaml.safe_load((built / "specs/demo.yaml").read_text())
     edit_spec(built, "export", "card", {**spec["export"]["card"], "summary": "new words"})
-    assert set(jobs_run(snakemake(built, "export"))) == {"model_card", "smoke_test", "export"}
+    assert set(jobs_run(snakemake(built, "export"))) == {"model_card", "export_model", "smoke_test", "export"}
     assert "new words" in (built / "results/runs/demo/export/README.md").read_text()
     edit_spec(built, "export", "max_new_tokens", 12)  # the card documents the spec: it follows
-    assert set(jobs_run(snakemake(built, "export"))) == {"model_card", "smoke_test", "export"}
+    assert set(jobs_run(snakemake(built, "export"))) == {"model_card", "export_model", "smoke_test", "export"}
     edit_spec(built, "export", "dtype", "bf16")
-    assert set(jobs_run(snakemake(built, "export"))) == {"merge_model", "model_card", "smoke_test", "export"}
+    assert set(jobs_run(snakemake(built, "export"))) == {
+        "merge_model",
+        "model_card",
+        "export_model",
+        "smoke_test",
+        "export",
+    }
 
 
 def test_editing_train_does_not_redo_data_preparation(built):

@@ -148,10 +148,3 @@ def mean_loss(losses: list[tuple[float, int]]) -> float:
     """Token-weighted mean cross-entropy of `label_losses` results (NaN with no label tokens)."""
     total, count = sum(s for s, _ in losses), sum(c for _, c in losses)
     return total / count if count else math.nan
-
-
-def mean_label_loss(
-    model, examples: list[tuple[list[int], list[int]]], *, batch_size: int, pad_id: int
-) -> float:
-    """Token-weighted mean cross-entropy over label tokens (-100 ignored) of all examples."""
-    return mean_loss(label_losses(model, examples, batch_size=batch_size, pad_id=pad_id))

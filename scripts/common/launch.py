@@ -1,29 +1,27 @@
-"""Launch the training script with as many processes as the rule's resources ask for.
+"""Start training with as many processes as the rule's resources ask for (scripts.train_model
+calls `relaunch` when its --nproc or --nodes is above 1 and it is not yet a worker).
 
-The rule always calls this module; the number of processes is a Snakemake resource, never a
-spec key (results do not depend on where they were computed, the spec does not say where):
+The number of processes is a Snakemake resource, never a spec key (results do not depend on
+where they were computed, the spec does not say where):
 
     snakemake train --set-resources train_model:nproc=2            # torchrun, 2 processes
     snakemake train --executor slurm --set-resources train_model:nodes=2 train_model:nproc=4
 
-    python -m scripts.common.launch --nproc 2 --nodes 1 --mpi srun -- --spec-json ... (train args)
-
-One process runs `python -m scripts.train`; several on one node run `torchrun --standalone`
+One process runs `python -m scripts.train_model`; several on one node run `torchrun --standalone`
 (gloo on CPU, nccl on GPU: the script picks); several nodes (inside a SLURM allocation) run
 `srun` with one torchrun per node meeting at a c10d rendezvous on the allocation's first node.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import subprocess
 import sys
 
-from scripts.common.manifest import fail
+from scripts.common.cli import fail
 
-TRAIN_MODULE = "scripts.train"
+TRAIN_MODULE = "scripts.train_model"
 RDZV_PORT = 29400
 
 
@@ -73,44 +71,35 @@ def first_slurm_host(nodelist: str) -> str:
     return out.stdout.split()[0]
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nproc", type=int, default=1, help="processes per node")
-    parser.add_argument("--nodes", type=int, default=1, help="nodes (more than 1 needs SLURM)")
-    parser.add_argument("--mpi", default="srun", help="the command that starts one task per node")
-    parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the training arguments")
-    args = parser.parse_args(argv)
-    if args.train_args[:1] == ["--"]:
-        args.train_args = args.train_args[1:]
-    return args
+def is_worker() -> bool:
+    """True inside a process that torchrun started (it sets LOCAL_RANK)."""
+    return "LOCAL_RANK" in os.environ
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def relaunch(train_args: list[str], nproc: int, nodes: int, mpi: str = "srun"):
+    """Replace this process with torchrun (or srun + torchrun) running the training module with
+    the same arguments; each worker then trains (is_worker() is true there)."""
     master, job_id = None, os.environ.get("SLURM_JOB_ID")
-    if args.nodes > 1:
+    if nodes > 1:
         nodelist = os.environ.get("SLURM_JOB_NODELIST")
         if not (job_id and nodelist):
             fail(
-                f"nodes={args.nodes} needs a SLURM allocation (run snakemake with --executor slurm); "
+                f"nodes={nodes} needs a SLURM allocation (run snakemake with --executor slurm); "
                 "on one machine set only nproc: --set-resources train_model:nproc=2"
             )
         master = first_slurm_host(nodelist)
     try:
         cmd = launch_command(
-            args.train_args,
-            nproc=args.nproc,
-            nodes=args.nodes,
+            train_args,
+            nproc=nproc,
+            nodes=nodes,
             python=sys.executable,
-            mpi=args.mpi,
+            mpi=mpi,
             master_addr=master,
             job_id=job_id,
         )
     except ValueError as exc:
         fail(f"train_model resources: {exc}")
     print("launching: " + shlex.join(cmd), file=sys.stderr, flush=True)
+    sys.stderr.flush()
     os.execvp(cmd[0], cmd)
-
-
-if __name__ == "__main__":
-    main()

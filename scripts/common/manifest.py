@@ -101,12 +101,4 @@ def write_manifest(path, step, spec, **fields) -> dict:
     return manifest
 
 
-def fail(message: str, code: int = 2):
-    """End a script with a one-paragraph error for the user (no traceback)."""
-    import sys
-
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(code)
-
-
-__all__ = ["SpecError", "write_manifest", "validate_manifest", "fail", "provenance"]
+__all__ = ["SpecError", "write_manifest", "validate_manifest", "provenance"]

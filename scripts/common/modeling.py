@@ -32,6 +32,11 @@ def base_ref(model_dir: str | Path) -> dict:
     return json.loads((Path(model_dir) / BASE_REF).read_text())
 
 
+def training_tokenizer_dir(base: str, tuned: str) -> str:
+    """Where the training tokenizer lives: the trained folder (train saves it there), else the base."""
+    return tuned if (Path(tuned) / "tokenizer_config.json").is_file() else base
+
+
 def load_tokenizer(model_dir: str | Path, padding_side: str = "right"):
     from transformers import AutoTokenizer
 

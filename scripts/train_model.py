@@ -3,12 +3,12 @@
 Checkpoints go to a work folder keyed by the train step's content key (outside the declared
 outputs, which Snakemake deletes before a job runs); a rerun resumes from the newest complete
 checkpoint there. Writes the model (or adapter, with the tokenizer beside it), a JSONL
-training log and a manifest. Runs alone or under torchrun (scripts.common.launch starts it).
+training log and a manifest. With --nproc or --nodes above 1 it restarts itself under torchrun (scripts/common/launch.py).
 
-    python -m scripts.train --spec-json "$(cat train.json)" --base results/models/KEY/model \
+    python -m scripts.train_model --spec-json "$(cat train.json)" --base results/models/KEY/model \
         --tokens tokens/*.parquet --work-dir results/work/train/KEY \
         --out results/runs/demo/train/model --log results/runs/demo/train/log.jsonl \
-        --manifest results/runs/demo/train/manifest.json
+        --manifest results/runs/demo/train.manifest.json
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ import time
 from pathlib import Path
 
 from scripts.common.checkpoints import newest_complete, step_of, trim_log
+from scripts.common.cli import fail
 from scripts.common.files import atomic_write_text, jsonl_text, read_jsonl
-from scripts.common.manifest import fail, write_manifest
+from scripts.common.launch import is_worker, relaunch
+from scripts.common.manifest import write_manifest
 from scripts.common.spec import SpecError, apply_defaults, check_slice, section_schema
+from scripts.common.token_splits import load_split
 
 LORA_LR_RANGE = (1e-5, 1e-3)
 
@@ -67,17 +70,6 @@ def resolve_precision(name: str) -> str:
     if name != "auto":
         return name
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-
-
-def load_split(token_files, split: str):
-    """One pyarrow table of the split's rows, ordered by record id (independent of shard names)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    table = pa.concat_tables([pq.read_table(f) for f in sorted(token_files)])
-    table = table.filter(pc.equal(table["split"], split))
-    return table.take(pc.sort_indices(table, [("id", "ascending")])).select(["input_ids", "labels"])
 
 
 def sft_config(train: dict, work_dir: str, precision: str, accumulation: int):
@@ -140,7 +132,7 @@ def with_adapter(model, train: dict):
     return get_peft_model(model, config)
 
 
-def build_model(base: str, train: dict, precision: str):
+def load_trainable_model(base: str, train: dict, precision: str):
     """The model to train: the base (full), the base with adapters (lora), or 4-bit base + adapters."""
     from scripts.common.modeling import guard_4bit_for_training, load_base_model, load_base_model_4bit
 
@@ -164,7 +156,7 @@ def datasets(tokens, train: dict):
     """(train dataset, validation dataset or None); packed rows when train.packing is on."""
     from datasets import Dataset
 
-    train_table = load_split(tokens, "train")
+    train_table = load_split(tokens, "train", ["input_ids", "labels"])
     if train_table.num_rows == 0:
         fail("the training split is empty: check data.validation_fraction and the cleaning counts")
     train_set = Dataset(train_table)
@@ -174,7 +166,7 @@ def datasets(tokens, train: dict):
         train_set = pack_dataset(train_set, train["packing_length"], strategy="bfd")
     if not train["eval_steps"]:
         return train_set, None
-    eval_table = load_split(tokens, "validation")
+    eval_table = load_split(tokens, "validation", ["input_ids", "labels"])
     if eval_table.num_rows == 0:
         fail("train.eval_steps is set but the validation split is empty: raise data.validation_fraction")
     return train_set, Dataset(eval_table)
@@ -218,13 +210,19 @@ def parse_args(argv):
     parser.add_argument("--out", required=True, help="model or adapter folder to write")
     parser.add_argument("--log", required=True, help="log.jsonl to write")
     parser.add_argument("--manifest", required=True)
+    parser.add_argument("--audit", help="the audit manifest that cleared the tokens (recorded as an input)")
     parser.add_argument("--environment")
+    parser.add_argument("--nproc", type=int, default=1, help="processes per node (torchrun above 1)")
+    parser.add_argument("--nodes", type=int, default=1, help="nodes (more than 1 needs SLURM)")
+    parser.add_argument("--mpi", default="srun", help="the command that starts one task per node")
     argv = sys.argv[1:] if argv is None else list(argv)
     return parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)  # torchrun may pass the "--" on
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if (args.nproc > 1 or args.nodes > 1) and not is_worker():
+        relaunch(sys.argv[1:] if argv is None else list(argv), args.nproc, args.nodes, args.mpi)
     start = time.perf_counter()
     try:
         train = load_train_slice(args.spec_json)
@@ -246,7 +244,7 @@ def main(argv=None):
         print(f"warning: {warning}", file=sys.stderr)
     precision = resolve_precision(train["precision"])
     tokenizer = load_tokenizer(args.base)
-    model = build_model(args.base, train, precision)
+    model = load_trainable_model(args.base, train, precision)
     trainer = SFTTrainer(
         model=model,
         args=sft_config(train, str(work), precision, accumulation),
@@ -282,9 +280,9 @@ def write_train_manifest(args, train, trainer, result, log, facts, eval_set, tot
     model, state, world = trainer.model, trainer.state, trainer.args.world_size
     write_manifest(
         args.manifest,
-        "train",
+        "train_model",
         train,
-        inputs=sorted(args.tokens),
+        inputs=[*sorted(args.tokens), *([args.audit] if args.audit else [])],
         outputs=[args.out, args.log],
         counts={
             "steps": state.global_step,

@@ -6,7 +6,7 @@ better, what improved; validated against schemas/report.schema.json) and `summar
 
     python -m scripts.evaluate --spec-json "$(cat evaluate.json)" --method lora \
         --base results/models/KEY/model --tuned results/runs/demo/train/model \
-        --train-manifest results/runs/demo/train/manifest.json \
+        --train-manifest results/runs/demo/train.manifest.json \
         --tokens results/tokens/KEY/*.parquet --out-dir results/runs/demo/evaluate --run demo
 """
 
@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from scripts.common.cli import fail
 from scripts.common.evaluation import (
     build_report,
     loss_metrics,
@@ -30,19 +31,9 @@ from scripts.common.evaluation import (
     wants_loss,
 )
 from scripts.common.files import atomic_write_json, atomic_write_text, jsonl_text
-from scripts.common.manifest import fail, write_manifest
+from scripts.common.manifest import write_manifest
 from scripts.common.spec import SpecError, check_slice, schema_errors
-
-
-def load_validation(token_files) -> list[dict]:
-    """The validation rows of the token shards, ordered by record id (independent of shard names)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    table = pa.concat_tables([pq.read_table(f) for f in sorted(token_files)])
-    table = table.filter(pc.equal(table["split"], "validation"))
-    return table.take(pc.sort_indices(table, [("id", "ascending")])).to_pylist()
+from scripts.common.token_splits import load_split
 
 
 def select_rows(rows: list[dict], ev: dict) -> tuple[list[dict], list[int]]:
@@ -123,6 +114,7 @@ def parse_args(argv):
     parser.add_argument("--train-manifest", required=True)
     parser.add_argument("--tokens", nargs="+", required=True, help="token parquet shards")
     parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--manifest", required=True, help="evaluate.manifest.json beside --out-dir")
     parser.add_argument("--run", required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--environment")
@@ -139,7 +131,7 @@ def main(argv=None):
     from scripts.common.modeling import pin_threads
 
     pin_threads(args.threads, ev["seed"])
-    rows, generated = select_rows(load_validation(args.tokens), ev)
+    rows, generated = select_rows(load_split(args.tokens, "validation").to_pylist(), ev)
     timings: dict[str, float] = {}
     results = evaluate_models(args, ev, rows, generated, timings)
     predictions = prediction_rows(ev, rows, results)
@@ -153,8 +145,8 @@ def main(argv=None):
     atomic_write_text(out / "summary.md", summary_markdown(report, predictions))
     atomic_write_json(out / "report.json", report)
     write_manifest(
-        out / "manifest.json",
-        "evaluate",
+        args.manifest,
+        "evaluate_model",
         ev,
         run=args.run,
         inputs=[*sorted(args.tokens), args.train_manifest],

@@ -1,0 +1,11 @@
+"""What every step's command line shares: ending with a one-paragraph error for the user."""
+
+from __future__ import annotations
+
+import sys
+
+
+def fail(message: str, code: int = 2):
+    """End a script with a one-paragraph error for the user (no traceback)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)

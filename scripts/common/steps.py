@@ -1,0 +1,129 @@
+"""The step table: for each run, every step's spec slice, its content key and the steps it reads.
+
+One source for the rules' params (rules/common.smk), the scripts' own slice checks and
+`snakemake why`: a step reruns when its slice changes or when a step it reads reruns. Each
+manifest is named after the artifact it describes (`X.manifest.json` beside `X`), so the
+manifest of any file a step read is found from the file's path (`manifest_of`).
+
+Import-light (stdlib only): the Snakefile imports this at DAG-build time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# step -> the steps whose outputs it reads, for the `export` target, in DAG order.
+READS = {
+    "shard_data": [],
+    "clean_shard": ["shard_data"],
+    "base_model": ["clean_shard"],  # a built model trains its tokenizer on a sample of the data
+    "tokenize_shard": ["clean_shard", "base_model"],
+    "audit_data": ["tokenize_shard", "base_model"],
+    "train_model": ["tokenize_shard", "base_model", "audit_data"],
+    "evaluate_model": ["tokenize_shard", "base_model", "train_model"],
+    "merge_model": ["base_model", "train_model"],
+    "export_adapter": ["base_model", "train_model"],
+    "model_card": ["evaluate_model", "train_model", "base_model", "shard_data"],
+    "export_model": ["model_card", "merge_model", "export_adapter"],
+    "smoke_test": ["export_model"],
+    "push_to_hub": ["export_model", "smoke_test"],
+}
+STEP_ORDER = list(READS)
+# The model card shows the run's whole compiled spec: any edit rewrites it.
+READS_WHOLE_SPEC = {"model_card"}
+# The folder(s) each export format is assembled from, and the step that writes each.
+EXPORT_PIECES = {
+    "merged": ["merge_model"],
+    "adapter": ["export_adapter"],
+    "both": ["merge_model", "export_adapter"],
+}
+PIECE_FOLDER = {"merge_model": "merged", "export_adapter": "adapter"}
+
+
+def _part(section: dict, *keys) -> dict:
+    return {k: section[k] for k in keys if k in section}
+
+
+def step_slices(sections: dict) -> dict[str, tuple[str, dict]]:
+    """step -> (the spec section it comes from, the slice of that section the step reads)."""
+    export = sections["export"]
+    return {
+        "shard_data": ("data", sections["data"]),
+        "clean_shard": ("data", sections["data"]),
+        "base_model": ("model", sections["model"]),
+        "tokenize_shard": ("tokenize", sections["tokenize"]),
+        "audit_data": ("tokenize", sections["tokenize"]),
+        "train_model": ("train", sections["train"]),
+        "evaluate_model": ("evaluate", sections["evaluate"]),
+        "merge_model": ("export", _part(export, "dtype", "max_shard_size")),
+        "export_adapter": ("export", {}),
+        "model_card": ("export", _part(export, "card", "format")),
+        "export_model": ("export", _part(export, "format")),
+        "smoke_test": ("export", _part(export, "smoke_prompts", "max_new_tokens")),
+        "push_to_hub": ("export", _part(export, "push_to_hub")),
+    }
+
+
+def run_steps(sections: dict) -> list[str]:
+    """The steps a run's export needs (an export format's pieces, a hub push when asked)."""
+    export = sections["export"]
+    pieces = EXPORT_PIECES[export["format"]]
+    skip = {p for p in PIECE_FOLDER if p not in pieces}
+    if "push_to_hub" not in export:
+        skip.add("push_to_hub")
+    return [step for step in STEP_ORDER if step not in skip]
+
+
+def reads(step: str, sections: dict) -> list[str]:
+    """The steps `step` reads in this run (a hub or local model reads no data)."""
+    if step == "base_model" and "build" not in sections["model"]:
+        return []
+    return READS[step]
+
+
+def downstream(changed: set[str], sections: dict) -> set[str]:
+    """The changed steps and every step of the run that reads one of them, transitively."""
+    steps = run_steps(sections)
+    out = set(changed) & set(steps)
+    if out:
+        out |= READS_WHOLE_SPEC & set(steps)
+    for step in steps:  # STEP_ORDER is topological
+        if any(up in out for up in reads(step, sections)):
+            out.add(step)
+    return out
+
+
+def manifest_of(path: str | Path) -> Path | None:
+    """The manifest that describes a file: `X.manifest.json` beside `X`, for the file itself or
+    for the folder artifact that holds it (results/models/K/model/tokenizer.json ->
+    results/models/K/model.manifest.json)."""
+    path = Path(path)
+    for artifact in [path, *path.parents]:
+        if artifact.name in ("", ".", "results"):
+            break
+        candidate = artifact.with_name(artifact.name.split(".")[0] + ".manifest.json")
+        if candidate != path and candidate.is_file():
+            return candidate
+    return None
+
+
+def flatten(value, prefix: str = "") -> dict:
+    """Dotted key -> leaf value (lists are leaves): {"train": {"lora": {"r": 8}}} -> {"train.lora.r": 8}."""
+    if not isinstance(value, dict) or (prefix and not value):
+        return {prefix: value}
+    out = {}
+    for key, sub in value.items():
+        out.update(flatten(sub, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def differing_values(sections_by_run: dict[str, dict]) -> dict[str, dict]:
+    """Per run, the dotted spec keys whose values are not the same in every run (the columns
+    of the runs' comparison table)."""
+    flat = {run: flatten(sections) for run, sections in sections_by_run.items()}
+    keys = sorted({key for values in flat.values() for key in values})
+    differing = [
+        k for k in keys if len({json.dumps(v.get(k, None), sort_keys=True) for v in flat.values()}) > 1
+    ]
+    return {run: {k: values.get(k) for k in differing} for run, values in flat.items()}
