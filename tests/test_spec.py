@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import yaml
 
-from scripts.common.spec import SpecError, artifact_keys, load_spec_file, load_specs
+from scripts.common.spec import SpecError, artifact_keys, check_slice, load_spec_file, load_specs
 
 DEMO = "specs/demo.yaml"
 
@@ -121,8 +121,9 @@ def test_keys_change_only_downstream_of_the_edited_section():
         ("evaluate", "batch_size", 7, set()),
         ("export", "dtype", "fp16", set()),
         ("train", "learning_rate", 0.01, {"train"}),
-        ("tokenize", "max_length", 40, {"tokens", "train"}),
-        ("data", "split_seed", 3, {"data", "model", "tokens", "train"}),
+        ("tokenize", "max_length", 40, {"tokens", "audit", "train"}),
+        ("data", "split_seed", 3, {"data", "model", "tokens", "audit", "train"}),
+        ("tokenize", "audit", {"examples": 3}, {"audit"}),
     ]:
         sections = copy.deepcopy(run.sections)
         sections[section][field] = value
@@ -146,3 +147,152 @@ def test_sweep_values_make_safe_run_names(tmp_path):
     unsafe = demo_with(tmp_path, lambda s: s.update(sweep={"export.card.summary": ["../../x"]}), "u.yaml")
     with pytest.raises(SpecError, match="not a safe folder name"):
         load_spec_file(unsafe)
+
+
+def demo_text_with(tmp_path, old: str, new: str, name: str = "exp.yaml"):
+    text = open(DEMO).read()
+    assert old in text
+    return write_spec(tmp_path, text.replace(old, new), name)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "learning_rate: 3e-3",
+            "learning_rate: .nan",
+            r":25: train.learning_rate: \.nan is not a finite number",
+        ),
+        ("alpha: 32", "alpha: .inf", r"train.lora.alpha: \.inf is not a finite number"),
+        ("max_steps: 200", "epochs: -.inf", r"train.epochs: -\.inf is not a finite number"),
+        (
+            "max_steps: 200",
+            "max_steps: 2e2",
+            r"train.max_steps: expected an integer, got the float 200.0; write 200 ",
+        ),
+        (
+            "max_steps: 200",
+            "max_steps: 200.0",
+            r"got the float 200.0; write 200 \(no decimal point or exponent\)",
+        ),
+        ("max_steps: 200", "max_steps: 2.5", r"train.max_steps: expected an integer, got the float 2.5$"),
+        ("num_shards: 4", "num_shards: 4.0", r"data.num_shards: expected an integer, got the float 4.0"),
+        (
+            "threads: 2",
+            "threads: 2\n  seed: 4294967296",
+            r"train.seed: 4294967296 is greater than the maximum",
+        ),
+        ("seed: 0", "seed: -1", r"model.build.seed: -1 is less than the minimum of 0"),
+        (
+            "threads: 2",
+            "threads: 2\n  eval_steps: 5.0",
+            r":31: train.eval_steps: expected an integer, got the float",
+        ),
+        (
+            "max_steps: 200",
+            "max_steps: 99999999999999999999",
+            r"is too large; integers in a spec are at most",
+        ),
+        ("batch_size: 128", "batch_size: 128\n  seed: 1e3", r"evaluate.seed: expected an integer"),
+    ],
+)
+def test_numbers_are_finite_integers_are_ints_and_seeds_fit(tmp_path, old, new, expected):
+    with pytest.raises(SpecError, match=expected):
+        load_spec_file(demo_text_with(tmp_path, old, new))
+
+
+def test_the_largest_seed_torch_accepts_is_accepted(tmp_path):
+    (run,) = load_spec_file(demo_text_with(tmp_path, "threads: 2", "threads: 2\n  seed: 4294967295"))
+    assert run.sections["train"]["seed"] == 2**32 - 1
+
+
+def test_non_finite_numbers_anywhere_are_named_with_their_dotted_key(tmp_path):
+    path = demo_with(tmp_path, lambda s: s.update(sweep={"train.learning_rate": [1e-3, float("nan")]}))
+    with pytest.raises(SpecError, match=r"sweep.train.learning_rate\[1\]: \.nan is not a finite number"):
+        load_spec_file(path)
+    with pytest.raises(SpecError, match=r"train.max_grad_norm: \.inf is not a finite number"):
+        check_slice("train", {"max_steps": 1, "max_grad_norm": float("inf")})  # JSON from a rule
+
+
+def test_a_validation_split_is_required_for_evaluation(tmp_path):
+    zero = demo_text_with(tmp_path, "validation_fraction: 0.1", "validation_fraction: 0")
+    with pytest.raises(SpecError, match=r":19: data.validation_fraction: 0 holds out no records"):
+        load_spec_file(zero)
+
+    def held_out_source(spec):
+        spec["data"]["validation_fraction"] = 0
+        spec["data"]["sources"].append({**spec["data"]["sources"][0], "split": "validation"})
+
+    assert load_spec_file(demo_with(tmp_path, held_out_source, "held.yaml"))
+    train_only = demo_with(tmp_path, lambda s: s["data"]["sources"][0].update(split="train"), "t.yaml")
+    with pytest.raises(SpecError, match="every source has split: train"):
+        load_spec_file(train_only)
+    assert check_slice("data", {"sources": DEMO_SOURCES, "validation_fraction": 0})  # the data step alone
+
+
+DEMO_SOURCES = [
+    {"path": "data/demo/spell_digits.jsonl", "fields": {"prompt": "prompt", "completion": "completion"}}
+]
+
+
+def alias_bomb(levels: int) -> str:
+    lines = ["spec_version: 1", "description:", "  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
+    path = write_spec(tmp_path, alias_bomb(9))  # 9**9 values expanded
+    with pytest.raises(SpecError) as err:
+        load_spec_file(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}:8: YAML aliases expand the value here to more than 100000 values")
+    assert "lol" not in message and len(message) < 400
+
+
+def test_aliases_are_bounded_in_number_and_never_recursive(tmp_path):
+    text = open(DEMO).read() + "x-refs:\n  a: &a 1\n  b: [" + ", ".join(["*a"] * 101) + "]\n"
+    with pytest.raises(SpecError, match=r"more than 100 YAML aliases"):
+        load_spec_file(write_spec(tmp_path, text))
+    with pytest.raises(SpecError, match=r":2: the value here contains an alias to itself"):
+        load_spec_file(write_spec(tmp_path, "spec_version: 1\ndescription: &d [x, *d]\n"))
+    with pytest.raises(SpecError, match=r"values nested more than 64 levels deep"):
+        load_spec_file(write_spec(tmp_path, "description: " + "[" * 5000 + "]" * 5000 + "\n"))
+
+
+def test_a_few_aliases_are_fine(tmp_path):
+    text = open(DEMO).read().replace("  per_device_batch_size: 16", "  per_device_batch_size: &batch 16")
+    text = text.replace("  batch_size: 128", "  batch_size: *batch")
+    (run,) = load_spec_file(write_spec(tmp_path, text))
+    assert run.sections["evaluate"]["batch_size"] == 16
+
+
+def test_a_spec_over_one_mib_is_refused_before_parsing(tmp_path):
+    path = write_spec(tmp_path, open(DEMO).read() + "# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(
+        SpecError, match=rf"the spec is {path.stat().st_size} bytes, over the limit of 1048576"
+    ):
+        load_spec_file(path)
+
+
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
+    path = demo_text_with(tmp_path, "threads: 2", "threads: 2\n  learning_rate: 1e-3")
+    with pytest.raises(SpecError, match=r":31: train.learning_rate: duplicate key, on lines 25 and 31"):
+        load_spec_file(path)
+    nested = demo_text_with(tmp_path, "num_heads: 4", "num_heads: 4\n    num_heads: 8")
+    with pytest.raises(SpecError, match=r"model.build.num_heads: duplicate key, on lines 9 and 10"):
+        load_spec_file(nested)
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path):
+    path = write_spec(tmp_path, "spec_version: 1\nmodel: {build: {}\ntrain: [unclosed\n")
+    with pytest.raises(SpecError, match=rf"(?s)^{path}:3: not valid YAML: .*in \"{path}\", line 2"):
+        load_spec_file(path)
+
+
+def test_a_sweep_value_ending_in_a_newline_is_not_a_safe_run_name(tmp_path):
+    path = demo_with(tmp_path, lambda s: s.update(sweep={"export.card.summary": ["ok\n"]}))
+    with pytest.raises(SpecError, match="not a safe folder name"):
+        load_spec_file(path)
+    with pytest.raises(SpecError, match="file name is the run name"):
+        load_spec_file(demo_with(tmp_path, lambda s: None, name="bad\n.yaml"))

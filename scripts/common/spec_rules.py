@@ -113,15 +113,45 @@ def _train_errors(train: dict) -> list[str]:
     return errors
 
 
+def _validation_errors(data: dict) -> list[tuple[list, str]]:
+    """Evaluation (every export reads its report) scores the validation split, and the
+    evaluate step fails on an empty one after training; refuse a spec that cannot have one.
+    The data step alone does not need it (scripts run their own slice with fraction 0)."""
+    sources = data["sources"]
+    if any(s["split"] == "validation" for s in sources):
+        return []
+    if data["validation_fraction"] > 0 and any(s["split"] == "auto" for s in sources):
+        return []
+    if data["validation_fraction"] > 0:
+        return [
+            (
+                ["data", "sources"],
+                "data.sources: every source has split: train, so there is no validation split and "
+                "evaluation (part of every export) would fail after training; give one source "
+                "split: auto or split: validation",
+            )
+        ]
+    return [
+        (
+            ["data", "validation_fraction"],
+            f"data.validation_fraction: {data['validation_fraction']} holds out no records, so there is "
+            "no validation split and evaluation (part of every export) would fail after training; "
+            "set it above 0 (for example 0.1), or add a source with split: validation",
+        )
+    ]
+
+
 def cross_section_errors(sections: dict) -> list[tuple[list, str]]:
-    """Rules that span sections, as (spec path, message) pairs."""
+    """Rules that span sections, or a section and a step that reads another, as (spec path,
+    message) pairs."""
+    errors = _validation_errors(sections["data"])
     fmt, method = sections["export"]["format"], sections["train"]["method"]
     if fmt != "merged" and method == "full":
-        return [
+        errors.append(
             (
                 ["export", "format"],
                 f"export.format: {fmt!r} exports an adapter, but train.method is 'full' "
                 "(no adapter to export); use export.format: merged",
             )
-        ]
-    return []
+        )
+    return errors
