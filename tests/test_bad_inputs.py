@@ -1,15 +1,22 @@
 """The bad-input corpus (tests/bad_inputs/*.yaml): every case fails with its message.
 
-Each case states what a user would see. The test checks: non-zero exit, the message, no
-Python traceback, and no complete-looking output. `spec` cases edit the demo spec (dotted
-keys; null deletes), replace text in it, or give a whole text, and run `snakemake -n` on it, so they fail at DAG-build time before any
-job; `data` cases run the data step's CLI on a bad file, and `model` cases the base model
-step's CLI on a bad model folder, as the rules do.
+Each case states what a user would see. `spec` cases edit the demo spec (dotted keys; null
+deletes), replace text in it, or give a whole text (optionally padded with a comment to
+`pad` bytes). They are refused by the spec loader at DAG-build time, so they run through it
+directly: all of them in one child process limited to 2 GiB of address space, each within
+60 s, checking the message and that no other exception (MemoryError, a traceback) came out;
+a few representative ones also run through a real `snakemake -n`, to check the message
+reaches the terminal with a non-zero exit before any job is planned. `data` cases run the
+data step's CLI on a bad file, and `model` cases the base model step's CLI on a bad model
+folder, as the rules do: non-zero exit, the message, no traceback, no manifest left behind.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.workflow_fixtures import REPO, copy_workflow, snakemake
+from tests.workflow_fixtures import REPO, copy_workflow, jobs_run, snakemake
 
 CASES = sorted((REPO / "tests" / "bad_inputs").glob("*.yaml"))
 DEMO_TEXT = (REPO / "specs" / "demo.yaml").read_text()
@@ -47,15 +54,24 @@ def workdir(tmp_path_factory) -> Path:
     return copy_workflow(tmp_path_factory.mktemp("bad_inputs"))
 
 
+def spec_text(case: dict) -> str:
+    """The spec file of a spec case."""
+    text = {
+        "spec": lambda: yaml.safe_dump(apply_edit(DEMO, case["edit"])),
+        "spec_text": lambda: case["text"],
+        "spec_replace": lambda: DEMO_TEXT.replace(*case["replace"]),
+    }[case["kind"]]()
+    if case["kind"] == "spec_replace":
+        assert case["replace"][0] in DEMO_TEXT, "the text to replace is not in specs/demo.yaml"
+    if "pad" in case:
+        text += "#" * (case["pad"] - len(text.encode()) - 1) + "\n"
+    return text
+
+
 def run_case(case: dict, workdir: Path, name: str):
     if case["kind"].startswith("spec"):
-        text = {
-            "spec": lambda: yaml.safe_dump(apply_edit(DEMO, case["edit"])),
-            "spec_text": lambda: case["text"],
-            "spec_replace": lambda: DEMO_TEXT.replace(*case["replace"]),
-        }[case["kind"]]()
         spec = workdir / "specs" / f"{name}.yaml"
-        spec.write_text(text)
+        spec.write_text(spec_text(case))
         try:
             return snakemake(workdir, "-n", "export", "--config", f"specs=specs/{name}.yaml", check=False)
         finally:
@@ -120,7 +136,103 @@ def _json(flow_yaml: str) -> str:
     return json.dumps(yaml.safe_load(flow_yaml))
 
 
-@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+SPEC_CASES = [p for p in CASES if load_case(p)["kind"].startswith("spec")]
+STEP_CASES = [p for p in CASES if p not in SPEC_CASES]
+# Through a real `snakemake -n` as well: an unknown key with its did-you-mean, a YAML syntax
+# error, a sweep error, and the alias bomb (it used to end every snakemake command in MemoryError).
+SNAKEMAKE_SPEC_CASES = (
+    "spec-02-misspelled-train-key",
+    "spec-44-invalid-yaml",
+    "spec-43-sweep-escapes-results",
+    "spec-71-yaml-alias-bomb",
+)
+MEMORY_LIMIT = 2 << 30  # bytes of address space for the loader's process
+TIME_LIMIT = 60  # seconds per case
+
+
+def refuse_specs(names: list[str], out: str) -> None:
+    """Child process: load specs/<name>.yaml for each name under MEMORY_LIMIT and TIME_LIMIT;
+    write {name: {outcome, message, seconds}} and the peak resident memory to `out`."""
+    import resource
+    import signal
+    import time
+    import traceback
+
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+    def alarm(*_):
+        raise TimeoutError(f"not refused within {TIME_LIMIT} s")
+
+    signal.signal(signal.SIGALRM, alarm)
+    from scripts.common.spec import SpecError, load_specs
+
+    results = {}
+    for name in names:
+        start = time.perf_counter()
+        signal.alarm(TIME_LIMIT)
+        try:
+            load_specs([f"specs/{name}.yaml"])
+            outcome, message = "accepted", ""
+        except SpecError as exc:
+            outcome, message = "refused", str(exc)
+        except BaseException:  # noqa: BLE001 - MemoryError, TimeoutError, a bug: all reported
+            outcome, message = "crashed", traceback.format_exc()[-3000:]
+        finally:
+            signal.alarm(0)
+        results[name] = {"outcome": outcome, "message": message, "seconds": time.perf_counter() - start}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    Path(out).write_text(json.dumps({"cases": results, "peak_bytes": peak}))
+
+
+@pytest.fixture(scope="module")
+def refusals(workdir) -> dict:
+    """Every spec case through the spec loader, in one child process (see refuse_specs)."""
+    names = [p.stem for p in SPEC_CASES]
+    for path in SPEC_CASES:
+        (workdir / "specs" / f"{path.stem}.yaml").write_text(spec_text(load_case(path)))
+    out = workdir / "refusals.json"
+    code = f"from tests.test_bad_inputs import refuse_specs; refuse_specs({names!r}, {str(out)!r})"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True, timeout=900
+        )
+    finally:
+        for name in names:
+            (workdir / "specs" / f"{name}.yaml").unlink()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("path", SPEC_CASES, ids=[p.stem for p in SPEC_CASES])
+def test_spec_case_is_refused_with_its_message(path, refusals):
+    result = refusals["cases"][path.stem]
+    assert result["outcome"] == "refused", result["message"] or "the spec was accepted"
+    assert load_case(path)["expect"] in result["message"], result["message"]
+    assert result["message"].startswith(f"specs/{path.stem}.yaml"), "the message names the file"
+    assert "Traceback" not in result["message"]
+    assert result["seconds"] < TIME_LIMIT
+
+
+def test_spec_cases_are_refused_in_bounded_memory(refusals):
+    """All spec cases, the alias bomb among them, in one process of at most 2 GiB."""
+    assert refusals["peak_bytes"] < MEMORY_LIMIT
+    assert set(refusals["cases"]) == {p.stem for p in SPEC_CASES}
+
+
+@pytest.mark.parametrize("name", SNAKEMAKE_SPEC_CASES)
+def test_spec_case_fails_snakemake_before_any_job(name, workdir):
+    path = REPO / "tests" / "bad_inputs" / f"{name}.yaml"
+    case = load_case(path)
+    proc = run_case(case, workdir, name)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-2000:]
+    assert case["expect"] in output, output[-2000:]
+    assert "Traceback" not in output
+    assert not jobs_run(proc) and "Job stats" not in output, "a job was planned for a refused spec"
+
+
+@pytest.mark.parametrize("path", STEP_CASES, ids=[p.stem for p in STEP_CASES])
 def test_bad_input_fails_with_its_message(path, workdir):
     case = load_case(path)
     proc = run_case(case, workdir, path.stem)
@@ -128,12 +240,34 @@ def test_bad_input_fails_with_its_message(path, workdir):
     assert proc.returncode != 0, output[-2000:]
     assert case["expect"] in output, output[-2000:]
     assert "Traceback" not in output
-    assert not (workdir / "results" / "runs").exists()
 
 
-def test_the_corpus_is_large_enough():
-    kinds = [load_case(p)["kind"] for p in CASES]
-    assert len(kinds) >= 40
+CASE_KEYS = {
+    "spec": {"edit"},
+    "spec_text": {"text"},
+    "spec_replace": {"replace"},
+    "data": {"file", "source", "content", "hex", "absent"},
+    "model": {"model"},
+}
+GENERIC = {"error", "invalid", "failed", "not valid", "traceback", "exception"}
+
+
+def test_every_case_is_named_once_and_expects_a_specific_message():
+    """Case files are checked, not just counted: a distinct number and name per case, only
+    known keys (a misspelled `expect` would otherwise go unnoticed), a distinct input, and an
+    expected message long enough to say what is wrong."""
+    numbers, inputs = [], []
+    for path in CASES:
+        case = load_case(path)
+        match = re.fullmatch(r"(spec|data|model)-(\d{2,})-[a-z0-9]+(?:-[a-z0-9]+)*", path.stem)
+        assert match and case["kind"].startswith(match[1]), path.stem
+        numbers.append(int(match[2]))
+        assert set(case) <= {"kind", "expect", "pad", *CASE_KEYS[case["kind"]]}, path.stem
+        assert isinstance(case["expect"], str) and len(case["expect"]) >= 12, path.stem
+        assert case["expect"].lower().strip(" .:") not in GENERIC, path.stem
+        inputs.append(json.dumps({k: v for k, v in case.items() if k != "expect"}, sort_keys=True))
+    assert len(set(numbers)) == len(numbers), "two cases share a number"
+    assert len(set(inputs)) == len(inputs), "two cases have the same input"
 
 
 DOC = REPO / "docs" / "bad-inputs.md"
@@ -147,6 +281,8 @@ def render_table() -> str:
         what = (
             case.get("edit") or case.get("replace") or case.get("model") or case.get("file") or "(whole text)"
         )
+        if "pad" in case:
+            what = f"demo spec padded to {case['pad']} bytes"
         what = str(what).replace("|", "\\|").replace("\n", " ")
         expect = case["expect"].replace("|", "\\|")
         rows.append(f"| {path.stem} | {case['kind']} | `{what}` | {expect} |")
@@ -154,7 +290,10 @@ def render_table() -> str:
         "# Bad inputs and their messages",
         "",
         f"{len(CASES)} cases from `tests/bad_inputs/`; `tests/test_bad_inputs.py` checks each fails with",
-        "its message, a non-zero exit, no Python traceback and no complete-looking output.",
+        "its message and no Python traceback. Data and model cases run their step's CLI: non-zero",
+        "exit, no manifest left behind. Spec cases are refused by the spec loader at DAG-build time",
+        "naming the file (and line), each within 60 s and 2 GiB; four (02, 43, 44, 71) also run",
+        "through `snakemake -n`: non-zero exit, the message on the terminal, no job planned.",
         "",
         "| case | kind | input | message (excerpt) |",
         "|---|---|---|---|",
