@@ -104,18 +104,15 @@ def shard_hashes(dkey):
         return [shard["hash"] for shard in json.load(handle)["details"]["shards"]]
 
 
-def clean_shards(dkey):
-    return [f"results/data/{dkey}/clean/{h}.jsonl" for h in shard_hashes(dkey)]
-
-
 def model_json(wildcards):
     return canonical_json(MODEL[wildcards.mkey][0])
 
 
 def model_records(wildcards):
-    """A built model trains its tokenizer on the cleaned data; a hub or local model reads none."""
+    """A built model trains its tokenizer on shard_data's bounded sample of the training split;
+    a hub or local model reads no data."""
     model, dkey = MODEL[wildcards.mkey]
-    return clean_shards(dkey) if "build" in model else []
+    return [f"results/data/{dkey}/tokenizer_sample.jsonl"] if "build" in model else []
 
 
 def tokenize_json(wildcards):

@@ -4,6 +4,7 @@ checkpoint shard_data:
         env=ENV,
     output:
         manifest="results/data/{dkey}/raw.manifest.json",
+        sample="results/data/{dkey}/tokenizer_sample.jsonl",
     log:
         "logs/data/{dkey}/shard_data.log",
     benchmark:
@@ -19,6 +20,7 @@ checkpoint shard_data:
         """
         python -m scripts.shard_data --spec-json {params.spec:q} \
             --shard-dir {params.shard_dir:q} --manifest {output.manifest:q} \
+            --tokenizer-sample {output.sample:q} \
             --cache-dir {params.cache_dir:q} --workers {threads} \
             --environment {input.env:q} >{log:q} 2>&1
         """

@@ -1,7 +1,7 @@
 """Prepare the base model folder: build a tiny Llama + BPE tokenizer, or check a hub/local model.
 
 Build: trains a byte-level BPE tokenizer (digits split, explicit <pad>/<s>/</s>, pad != eos)
-on the training split of the cleaned shards, then initialises a Llama from the config.
+on shard_data's bounded sample of the training split, then initialises a Llama from the config.
 Hub id / local path: loads the tokenizer, sets a missing pad token (recorded), checks it
 against the model config, and records where the weights are.
 
@@ -26,18 +26,9 @@ from scripts.common.spec import SpecError, check_slice
 SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>"}
 
 
-def training_texts(record_files) -> list[str]:
-    """Texts of the training split, in a fixed order (tokenizer training is order-sensitive)."""
-    records = [r for f in sorted(record_files) for r in read_jsonl(f) if r["split"] == "train"]
-    records.sort(key=lambda r: r["id"])
-    return [
-        r["text"]
-        if "text" in r
-        else "\n".join(m["content"] for m in r["messages"])
-        if "messages" in r
-        else f"{r['prompt']} {r['completion']}"
-        for r in records
-    ]
+def training_texts(sample_files) -> list[str]:
+    """Texts of the tokenizer sample (shard_data writes it in id order: training is order-sensitive)."""
+    return [r["text"] for f in sample_files for r in read_jsonl(f)]
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -151,7 +142,7 @@ def prepare_pretrained(model: dict, out: Path) -> tuple[object, int, bool]:
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec-json", required=True, help="the model section as JSON")
-    parser.add_argument("--records", nargs="*", default=[], help="cleaned shards (build only)")
+    parser.add_argument("--records", nargs="*", default=[], help="the tokenizer sample (build only)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--environment")

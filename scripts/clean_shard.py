@@ -15,7 +15,7 @@ from collections import Counter
 from scripts.common.cli import fail
 from scripts.common.files import atomic_write_text, jsonl_text, read_jsonl
 from scripts.common.manifest import write_manifest
-from scripts.common.records import is_validation, record_texts
+from scripts.common.records import record_texts, split_of
 from scripts.common.spec import SpecError, check_slice
 
 
@@ -32,15 +32,6 @@ def drop_reason(record: dict, clean: dict, seen: set) -> str | None:
     if clean["dedupe"] and record["id"] in seen:
         return "duplicate"
     return None
-
-
-def split_of(record: dict, data: dict) -> str:
-    """The source's forced split, else by hash (copies from `weight` follow their original)."""
-    forced = record.get("split", "auto")
-    if forced != "auto":
-        return forced
-    rid = record.get("group", record["id"])
-    return "validation" if is_validation(rid, data["validation_fraction"], data["split_seed"]) else "train"
 
 
 def clean_records(raw: list[dict], data: dict):

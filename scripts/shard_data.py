@@ -2,7 +2,8 @@
 
 The checkpoint of the data steps: writes `<shard-dir>/<sha>.jsonl` only for shards whose
 content is new (so unchanged shards keep their timestamps and are not rebuilt downstream)
-and a manifest listing the current shards. JSONL sources are read in content-defined chunks
+and a manifest listing the current shards; removes the raw and cleaned shards it no longer
+names, and writes the bounded sample a built model's tokenizer trains on. JSONL sources are read in content-defined chunks
 whose results are cached under `--cache-dir`, so a rerun after editing one record parses one
 chunk, not the whole source.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ from scripts.common.cli import fail
 from scripts.common.files import atomic_write_text, sha256_file
 from scripts.common.manifest import write_manifest
 from scripts.common.records import SourceError
-from scripts.common.sharding import read_all, shard_texts, source_files
+from scripts.common.sharding import read_all, shard_texts, source_files, tokenizer_sample
 from scripts.common.spec import SpecError, check_slice
 
 
@@ -32,6 +34,7 @@ def parse_args(argv):
     parser.add_argument("--spec-json", required=True, help="the data section as JSON")
     parser.add_argument("--shard-dir", required=True)
     parser.add_argument("--manifest", required=True)
+    parser.add_argument("--tokenizer-sample", help="JSONL to write: a bounded sample for a built tokenizer")
     parser.add_argument("--cache-dir", help="where chunk results are kept between runs (optional)")
     parser.add_argument("--workers", type=int, default=1, help="processes parsing JSONL chunks")
     parser.add_argument("--environment")
@@ -61,6 +64,8 @@ def main(argv=None):
         source["sha256"] = hashlib.sha256(
             "".join(sha256_file(f) for f in source_files(source["path"])).encode()
         ).hexdigest()
+    if args.tokenizer_sample:
+        atomic_write_text(args.tokenizer_sample, tokenizer_sample(buckets, data))
     write_manifest(
         args.manifest,
         "shard_data",
@@ -76,7 +81,24 @@ def main(argv=None):
         timings={"read": read_s, "total": time.perf_counter() - start},
         environment=args.environment,
     )
-    print(f"{len(shards)} shards, {written} new; bad records {dict(bad)}", file=sys.stderr)
+    removed = remove_stale_shards(shard_dir, {s["hash"] for s in shards})
+    print(
+        f"{len(shards)} shards, {written} new, {removed} old files removed; bad records {dict(bad)}",
+        file=sys.stderr,
+    )
+
+
+def remove_stale_shards(shard_dir: Path, current: set[str]) -> int:
+    """Delete the raw and cleaned shards (and their manifests) that the new manifest no longer
+    names: after an edit, an append or a delete they are never read again."""
+    removed = 0
+    for folder in (shard_dir, shard_dir.parent / "clean"):
+        for path in folder.glob("*.*"):
+            stem = path.name.split(".")[0]
+            if re.fullmatch("[0-9a-f]{16}", stem) and stem not in current:
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 if __name__ == "__main__":

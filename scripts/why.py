@@ -85,21 +85,25 @@ def changed_sources(shards_manifest: dict) -> list[str]:
     ]
 
 
-def changed_shards(data: dict, shards_manifest: dict) -> list[str]:
-    """Content hashes of the shards that a re-shard of the current sources would replace
-    (read-only: the sources are read without shard_data's chunk cache)."""
+def reshard(data: dict, shards_manifest: dict, sample_file: str | None) -> tuple[list[str], bool]:
+    """The shards that a re-shard of the current sources would replace, and whether the
+    tokenizer sample would change (read-only: the sources are read without the chunk cache)."""
     from scripts.common.records import SourceError
-    from scripts.common.sharding import read_all, shard_texts
+    from scripts.common.sharding import read_all, shard_texts, tokenizer_sample
 
     try:
         buckets, *_ = read_all(data, cache=None)
     except SourceError as exc:
-        return [f"the data cannot be sharded: {exc}"]
+        return [f"the data cannot be sharded: {exc}"], True
     new = {digest for digest, _, _ in shard_texts(buckets)}
     old = {s["hash"] for s in shards_manifest["details"]["shards"]}
-    return [f"data shard {h} removed" for h in sorted(old - new)] + [
-        f"data shard {h} added" for h in sorted(new - old)
-    ]
+    lines = [f"data shard {h} removed" for h in sorted(old - new)]
+    lines += [f"data shard {h} added" for h in sorted(new - old)]
+    sample = Path(sample_file) if sample_file else None
+    same = bool(sample and sample.is_file() and sample.read_text() == tokenizer_sample(buckets, data))
+    if sample_file and not same:
+        lines.append("tokenizer sample changed (a built model retrains its tokenizer)")
+    return lines, not same
 
 
 def explain_run(run, results: Path) -> list[str]:
@@ -119,14 +123,18 @@ def explain_run(run, results: Path) -> list[str]:
             changed_steps.add(step)
     shards = built.get("shard_data")
     sources = changed_sources(shards) if shards and "shard_data" not in changed_steps else []
+    holds = frozenset()
     if sources:
         changes += [f"data source {path} changed" for path in sources]
-        changes += changed_shards(run.sections["data"], shards)
+        sample = [i["path"] for i in built.get("base_model", {}).get("inputs", [])]
+        lines, sample_changed = reshard(run.sections["data"], shards, sample[0] if sample else None)
+        changes += lines
         changed_steps.add("shard_data")
+        holds = frozenset() if sample_changed else frozenset({"base_model"})
     if not changes and not changed_steps:
         return ["up to date in spec terms (snakemake -n also checks code and file times)"]
     order = run_steps(run.sections)
-    reruns = downstream(changed_steps, run.sections)
+    reruns = downstream(changed_steps, run.sections, holds)
     return [*changes, "reruns: " + ", ".join(s for s in order if s in reruns)]
 
 

@@ -1,5 +1,7 @@
 """Data at scale through Snakemake: a 100k-record JSONL source, a two-value learning-rate sweep,
-then one record edited, added and deleted; the jobs Snakemake ran are counted each time."""
+then one record edited, added and deleted; the jobs Snakemake ran are counted each time, with a
+local model (a fixed tokenizer) and with a model built from a config (its tokenizer trains on
+shard_data's bounded sample, which an edit outside the sample leaves byte-identical)."""
 
 from __future__ import annotations
 
@@ -39,13 +41,16 @@ def build_local_model(folder, texts) -> None:
     build_model_from_config(build, tokenizer, folder)
 
 
-@pytest.fixture(scope="module")
-def big(tmp_path_factory):
+@pytest.fixture(params=["path", "build"])
+def big(request, tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("data_at_scale"))
     lines = write_source(workdir / "data/big/records.jsonl", RECORDS)
-    build_local_model(workdir / "models/tiny", [json.loads(line)["completion"] for line in lines[:2000]])
     spec = yaml.safe_load((workdir / "specs/demo.yaml").read_text())
-    spec["model"] = {"path": str(workdir / "models/tiny")}  # a fixed tokenizer: edits do not retrain it
+    if request.param == "path":  # a fixed tokenizer: edits never retrain it
+        build_local_model(workdir / "models/tiny", [json.loads(line)["completion"] for line in lines[:2000]])
+        spec["model"] = {"path": str(workdir / "models/tiny")}
+    else:
+        spec["model"] = {"build": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "vocab_size": 300}}
     spec["data"] = {
         "sources": [
             {"path": "data/big/records.jsonl", "fields": {"prompt": "prompt", "completion": "completion"}}
@@ -68,18 +73,30 @@ def rewrite(workdir, change) -> None:
 def data_jobs(workdir):
     ran = jobs_run(snakemake(workdir, "data", timeout=600))
     manifest = next((workdir / "results/data").glob("*/raw.manifest.json"))
-    source = json.loads(manifest.read_text())["details"]["sources"][0]
-    return ran, source
+    details = json.loads(manifest.read_text())["details"]
+    # old shards do not pile up: raw/ and clean/ hold exactly the shards the manifest names
+    current = sorted(s["hash"] for s in details["shards"])
+    for folder in ("raw", "clean"):
+        stored = sorted(p.name.removesuffix(".jsonl") for p in (manifest.parent / folder).glob("*.jsonl"))
+        assert stored == current, folder
+    return ran, details["sources"][0]
+
+
+def in_tokenizer_sample(workdir, text: str) -> bool:
+    return any(text in p.read_text() for p in (workdir / "results/data").glob("*/tokenizer_sample.jsonl"))
 
 
 def test_sweep_tokenizes_once_and_edits_rebuild_only_their_shards(big):
     ran, source = data_jobs(big)
     assert ran["shard_data"] == 1 and ran["clean_shard"] == SHARDS
     assert ran["tokenize_shard"] == SHARDS  # two runs, one set of tokens
-    assert ran["audit_data"] == 2 and source["records"] == RECORDS
+    assert ran["audit_data"] == 1 and source["records"] == RECORDS  # one audit of the shared shards
 
+    edited = json.loads((big / "data/big/records.jsonl").read_text().splitlines()[50_000])["prompt"]
+    assert not in_tokenizer_sample(big, edited)  # the sample holds ~3% of the records
     rewrite(big, lambda lines: lines.__setitem__(50_000, lines[50_000].replace('"Spell ', '"Spell 0')))
     ran, source = data_jobs(big)
+    assert not in_tokenizer_sample(big, edited.replace("Spell ", "Spell 0"))
     assert 1 <= ran["clean_shard"] <= 2 and 1 <= ran["tokenize_shard"] <= 2, ran
     assert "base_model" not in ran and source["chunks"] - source["chunks_cached"] == 1
 

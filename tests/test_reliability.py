@@ -23,7 +23,8 @@ FAULTS = [
     ("scripts.train_model", "manifest", "train_model"),
     ("scripts.evaluate_model", "manifest", "evaluate_model"),
     ("scripts.merge_model", "manifest", "merge_model"),
-    ("scripts.model_card", "write", "model_card"),
+    ("scripts.model_card", "manifest", "model_card"),
+    ("scripts.export_model", "manifest", "export_model"),
     ("scripts.smoke_test", "manifest", "smoke_test"),
 ]
 

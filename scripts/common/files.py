@@ -21,7 +21,7 @@ def fault_point(name: str) -> None:
     """Fault injection for the reliability tests: SIGKILL this process at a named point.
 
     TUNEMAKE_FAULT=<script module>:<point>[:<n>] (e.g. `scripts.clean_shard:manifest` or
-    `scripts.train:write:2`) kills the process running that script the n-th time (default 1st)
+    `scripts.train_model:write:2`) kills the process running that script the n-th time (default 1st)
     it reaches the point; unset, it costs nothing.
     """
     wanted = os.environ.get("TUNEMAKE_FAULT")

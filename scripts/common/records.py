@@ -319,3 +319,12 @@ def unit_hash(seed, rid: str) -> float:
 def is_validation(rid: str, fraction: float, seed: int) -> bool:
     """Stable split: a record's side depends only on its own content and the seed."""
     return unit_hash(seed, rid) < fraction
+
+
+def split_of(record: dict, data: dict) -> str:
+    """The source's forced split, else by hash (copies from `weight` follow their original)."""
+    forced = record.get("split", "auto")
+    if forced != "auto":
+        return forced
+    rid = record.get("group", record["id"])
+    return "validation" if is_validation(rid, data["validation_fraction"], data["split_seed"]) else "train"

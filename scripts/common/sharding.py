@@ -8,6 +8,7 @@ editing one record parses one chunk, not the whole source.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import multiprocessing
 import zlib
@@ -24,9 +25,17 @@ from scripts.common.records import (
     normalize_record,
     record_id,
     source_format,
+    split_of,
     unit_hash,
 )
 from scripts.common.spec import canonical_json
+
+# A built model's tokenizer trains on a bounded sample of the training split: the records with
+# the smallest ids, each cut to SAMPLE_RECORD_CHARS, up to SAMPLE_BYTES in all. The sample file
+# stays under Snakemake's 1 MB checksum limit, so a rewrite with the same bytes (an edit of a
+# record outside the sample) does not rerun the model step or re-tokenize every shard.
+SAMPLE_BYTES = 256 * 1024
+SAMPLE_RECORD_CHARS = 2000
 
 CHUNK_MASK = 0xFFF  # a chunk ends after a line whose crc32 ends in 12 zero bits: ~4096 lines
 ID_END = 27  # every stored line starts with '{"id": "<16 hex>", '
@@ -194,3 +203,30 @@ def shard_texts(buckets: list[list[str]]) -> list[tuple[str, str, int]]:
 def source_files(path: str) -> list[str]:
     folder = Path(path)
     return sorted(str(p) for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else [path]
+
+
+def tokenizer_text(record: dict) -> str:
+    """The text a tokenizer learns from: the text, the messages' contents, or prompt and completion."""
+    if "text" in record:
+        return record["text"]
+    if "messages" in record:
+        return "\n".join(m["content"] for m in record["messages"])
+    return f"{record['prompt']} {record['completion']}"
+
+
+def tokenizer_sample(buckets: list[list[str]], data: dict) -> str:
+    """JSONL of {"id", "text"}: the training records with the smallest ids (bounded, see above)."""
+    out, size, last = [], 0, None
+    for line in heapq.merge(*(sorted(b) for b in buckets)):  # stored lines start with the id
+        record = json.loads(line)
+        if record["id"] == last or split_of(record, data) != "train":
+            continue
+        last = record["id"]
+        entry = json.dumps(
+            {"id": last, "text": tokenizer_text(record)[:SAMPLE_RECORD_CHARS]}, ensure_ascii=False
+        )
+        size += len(entry.encode()) + 1
+        if size > SAMPLE_BYTES:
+            break
+        out.append(entry + "\n")
+    return "".join(out)

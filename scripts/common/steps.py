@@ -17,7 +17,7 @@ from pathlib import Path
 READS = {
     "shard_data": [],
     "clean_shard": ["shard_data"],
-    "base_model": ["clean_shard"],  # a built model trains its tokenizer on a sample of the data
+    "base_model": ["shard_data"],  # a built model trains its tokenizer on shard_data's sample
     "tokenize_shard": ["clean_shard", "base_model"],
     "audit_data": ["tokenize_shard", "base_model"],
     "train_model": ["tokenize_shard", "base_model", "audit_data"],
@@ -82,14 +82,15 @@ def reads(step: str, sections: dict) -> list[str]:
     return READS[step]
 
 
-def downstream(changed: set[str], sections: dict) -> set[str]:
-    """The changed steps and every step of the run that reads one of them, transitively."""
+def downstream(changed: set[str], sections: dict, holds: frozenset = frozenset()) -> set[str]:
+    """The changed steps and every step of the run that reads one of them, transitively; a step
+    in `holds` is known to get inputs with the same bytes, so it reruns only if it changed."""
     steps = run_steps(sections)
     out = set(changed) & set(steps)
     if out:
         out |= READS_WHOLE_SPEC & set(steps)
     for step in steps:  # STEP_ORDER is topological
-        if any(up in out for up in reads(step, sections)):
+        if step not in holds and any(up in out for up in reads(step, sections)):
             out.add(step)
     return out
 
