@@ -4,6 +4,7 @@ then edits that must rerun exactly the steps that read the edited section."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -148,3 +149,21 @@ def test_bad_spec_fails_before_any_job(built):
     assert "train.learning_rat: unknown key; did you mean 'learning_rate'?" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not jobs_run(proc)
+
+
+def test_the_venv_snakemake_runs_jobs_without_activating_the_venv(workflow):
+    """README: `.venv/bin/snakemake export` works without `source .venv/bin/activate`: jobs run
+    the interpreter Snakemake runs in, not whatever `python` the PATH holds."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = "/usr/bin:/bin"  # no venv, no pyenv: a plain shell
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "results/environment.json"],
+        cwd=workflow,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    packages = json.loads((workflow / "results/environment.json").read_text())["packages"]
+    assert packages["torch"].startswith("2.13")
