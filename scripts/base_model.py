@@ -113,6 +113,25 @@ def check_safetensors(path: str) -> None:
     )
 
 
+def check_embedding_rows(path: str, vocab_size: int) -> None:
+    """The input embedding in the safetensors files has config.vocab_size rows (read from the
+    files' headers only), so a model whose config and weights disagree fails here, not in training."""
+    from safetensors import safe_open
+
+    for file in sorted(Path(path).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as weights:
+            for name in weights.keys():
+                if name.endswith(("embed_tokens.weight", "wte.weight", "word_embeddings.weight")):
+                    rows = weights.get_slice(name).get_shape()[0]
+                    if rows != vocab_size:
+                        raise SpecError(
+                            f"model.path: {file} holds {name} with {rows} rows but config.json says "
+                            f"vocab_size {vocab_size}: the config and the weights do not belong together; "
+                            "fix vocab_size in config.json or save the model again with save_pretrained"
+                        )
+                    return
+
+
 def prepare_pretrained(model: dict, out: Path) -> tuple[object, int, bool]:
     """Tokenizer checked against the config of a hub id or local folder; weights stay put."""
     from transformers import AutoConfig, AutoTokenizer
@@ -126,9 +145,21 @@ def prepare_pretrained(model: dict, out: Path) -> tuple[object, int, bool]:
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    except OSError as exc:
-        hint = "check the id and the network (HF_HUB_OFFLINE=1 allows only cached models)"
+    except (OSError, ValueError) as exc:  # ValueError: a malformed config.json or tokenizer file
+        hint = (
+            f"{source} must hold a valid config.json and tokenizer files (save_pretrained writes them)"
+            if "path" in model
+            else "check the id and the network (HF_HUB_OFFLINE=1 allows only cached models)"
+        )
         raise SpecError(f"model: cannot load {source!r}: {str(exc).splitlines()[0]}; {hint}") from None
+    if tokenizer.eos_token is None:
+        raise SpecError(
+            f"model: the tokenizer of {source!r} has no eos token, so a tuned model could never stop "
+            "and padding has no fallback; add one and save it: "
+            "tokenizer.add_special_tokens({'eos_token': '</s>'}); tokenizer.save_pretrained(folder)"
+        )
+    if "path" in model:
+        check_embedding_rows(model["path"], config.vocab_size)
     added = fix_pad_token(tokenizer)
     if len(tokenizer) > config.vocab_size:
         raise SpecError(
