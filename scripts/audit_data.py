@@ -16,7 +16,6 @@ masked text (no loss) is shown inside ⟪ ⟫.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections import Counter
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from scripts.common.audit import CHECKS, IGNORE, audit
 from scripts.common.chat import load_tokenizer_files
-from scripts.common.cli import fail
+from scripts.common.cli import fail, json_arg
 from scripts.common.files import atomic_write_text, read_json
 from scripts.common.manifest import write_manifest
 from scripts.common.spec import SpecError, check_slice
@@ -126,7 +125,7 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     try:
-        tok = check_slice("tokenize", json.loads(args.spec_json))
+        tok = check_slice("tokenize", json_arg(args.spec_json))
     except SpecError as exc:
         fail(str(exc))
     tokenizer = load_tokenizer_files(args.tokenizer)

@@ -12,12 +12,11 @@ against the model config, and records where the weights are.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from scripts.common.cli import fail
+from scripts.common.cli import fail, json_arg
 from scripts.common.files import atomic_write_json, read_jsonl
 from scripts.common.manifest import write_manifest
 from scripts.common.modeling import BASE_REF
@@ -185,7 +184,7 @@ def main(argv=None):
     start = time.perf_counter()
     out = Path(args.out)
     try:
-        model = check_slice("model", json.loads(args.spec_json))
+        model = check_slice("model", json_arg(args.spec_json))
         out.mkdir(parents=True, exist_ok=True)
         if "build" in model:
             tokenizer = train_tokenizer(training_texts(args.records), model["build"]["vocab_size"])

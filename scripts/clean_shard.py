@@ -12,7 +12,7 @@ import sys
 import time
 from collections import Counter
 
-from scripts.common.cli import fail
+from scripts.common.cli import fail, json_arg
 from scripts.common.files import atomic_write_text, jsonl_text, read_jsonl
 from scripts.common.manifest import write_manifest
 from scripts.common.records import record_texts, split_of
@@ -68,7 +68,7 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     try:
-        data = check_slice("data", json.loads(args.spec_json))
+        data = check_slice("data", json_arg(args.spec_json))
     except SpecError as exc:
         fail(str(exc))
     raw = read_jsonl(args.input)

@@ -16,7 +16,7 @@ import argparse
 import html
 import json
 
-from scripts.common.cli import fail
+from scripts.common.cli import fail, json_arg
 from scripts.common.evaluation import cell, ordered
 from scripts.common.files import atomic_write_json, atomic_write_text, read_json
 from scripts.common.plots import pyplot, save_png
@@ -149,7 +149,7 @@ def main(argv=None):
     runs = [r["run"] for r in reports]
     if len(set(runs)) != len(runs):
         fail(f"two reports name the same run: {sorted(runs)}; pass each run's report once")
-    table = comparison(reports, json.loads(args.diff_json))
+    table = comparison(reports, json_arg(args.diff_json))
     draw(table, args.png)
     atomic_write_text(args.markdown, markdown(table))
     atomic_write_text(args.html, html_page(table))

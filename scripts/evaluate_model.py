@@ -13,13 +13,12 @@ better, what improved; validated against schemas/report.schema.json) and `summar
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
 from pathlib import Path
 
-from scripts.common.cli import fail
+from scripts.common.cli import fail, json_arg
 from scripts.common.evaluation import (
     build_report,
     loss_metrics,
@@ -125,7 +124,7 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     try:
-        ev = check_slice("evaluate", json.loads(args.spec_json))
+        ev = check_slice("evaluate", json_arg(args.spec_json))
     except SpecError as exc:
         fail(str(exc))
     from scripts.common.modeling import pin_threads

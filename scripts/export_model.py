@@ -10,13 +10,12 @@ adapter at the top; both: merged at the top, adapter in adapter/.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 from pathlib import Path
 
-from scripts.common.cli import fail
+from scripts.common.cli import fail, json_arg
 from scripts.common.manifest import write_manifest
 
 SKIP = {".snakemake_timestamp"}
@@ -67,7 +66,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    spec = json.loads(args.spec_json)
+    spec = json_arg(args.spec_json)
     try:
         places = layout(args.pieces, spec["format"])
     except ValueError as exc:

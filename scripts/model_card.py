@@ -11,11 +11,11 @@ folder as README.md; changing the card text never re-merges.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import yaml
 
+from scripts.common.cli import json_arg
 from scripts.common.files import atomic_write_text, read_json
 from scripts.common.manifest import write_manifest
 
@@ -162,11 +162,11 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    export = json.loads(args.spec_json)
+    export = json_arg(args.spec_json)
     text = render_card(
         export,
         args.run,
-        json.loads(args.run_spec),
+        json_arg(args.run_spec),
         read_json(args.report),
         read_json(args.train_manifest),
         read_json(args.base_manifest),

@@ -14,13 +14,12 @@ message before any network call.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from scripts.common.cli import fail
+from scripts.common.cli import fail, json_arg
 from scripts.common.manifest import write_manifest
 
 SKIP = [".snakemake_timestamp"]
@@ -87,7 +86,7 @@ def parse_args(argv):
 def main(argv=None, api=None):
     args = parse_args(argv)
     start = time.perf_counter()
-    spec = json.loads(args.spec_json)
+    spec = json_arg(args.spec_json)
     target = spec["push_to_hub"]
     try:
         token = hub_token(os.environ)

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import re
 import sys
 import time
 from pathlib import Path
 
-from scripts.common.cli import fail
+from scripts.common.cli import fail, json_arg
 from scripts.common.files import atomic_write_text, sha256_file
 from scripts.common.manifest import write_manifest
 from scripts.common.records import SourceError
@@ -46,7 +45,7 @@ def main(argv=None):
     start = time.perf_counter()
     cache = Path(args.cache_dir) if args.cache_dir else None
     try:
-        data = check_slice("data", json.loads(args.spec_json))
+        data = check_slice("data", json_arg(args.spec_json))
         if cache:
             cache.mkdir(parents=True, exist_ok=True)
         buckets, sources, bad, examples = read_all(data, cache, args.workers)

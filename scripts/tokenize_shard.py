@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import time
 from collections import Counter
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from scripts.common.audit import audit
 from scripts.common.chat import TemplateError, chat_segments, compile_template, load_tokenizer_files
-from scripts.common.cli import fail
+from scripts.common.cli import fail, json_arg
 from scripts.common.files import read_jsonl
 from scripts.common.manifest import write_manifest
 from scripts.common.spec import SpecError, check_slice
@@ -141,7 +140,7 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     try:
-        tok = check_slice("tokenize", json.loads(args.spec_json))
+        tok = check_slice("tokenize", json_arg(args.spec_json))
         tokenizer = load_tokenizer_files(args.tokenizer)
         source = template_text(tok, tokenizer)
         columns, dropped, truncated = tokenize_records(read_jsonl(args.input), tokenizer, tok, source)

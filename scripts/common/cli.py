@@ -1,8 +1,22 @@
-"""What every step's command line shares: ending with a one-paragraph error for the user."""
+"""What every step's command line shares: JSON arguments given inline or by file, and ending
+with a one-paragraph error for the user."""
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
+
+
+def json_arg(value: str):
+    """A JSON argument, inline or, as `@path`, in a file: the rules pass spec slices as files
+    (results/slices/<sha256>.json), so no spec size reaches the command-line length limit."""
+    if value.startswith("@"):
+        try:
+            value = Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot read the JSON argument file {value[1:]}: {exc.strerror}")
+    return json.loads(value)
 
 
 def fail(message: str, code: int = 2):
