@@ -34,12 +34,14 @@ rule export_adapter:
     conda:
         CONDA_ENV
     params:
+        spec=run_slice("export_adapter"),
         method=run_method,
     shell:
         """
-        python -m scripts.export_adapter --method {params.method:q} --base {input.base:q} \
-            --tuned {input.tuned:q} --out {output.adapter:q} --manifest {output.manifest:q} \
-            --run {wildcards.run:q} --environment {input.env:q} >{log:q} 2>&1
+        python -m scripts.export_adapter --spec-json {params.spec:q} --method {params.method:q} \
+            --base {input.base:q} --tuned {input.tuned:q} --out {output.adapter:q} \
+            --manifest {output.manifest:q} --run {wildcards.run:q} --environment {input.env:q} \
+            >{log:q} 2>&1
         """
 
 

@@ -1,12 +1,15 @@
 """Merge the trained adapter into the base (or take the full fine-tune) and save safetensors.
 
 Writes a folder that plain transformers loads: weights in the export dtype (sharded above
-export.max_shard_size, with an index), config, generation_config with eos/pad ids, and the
-tokenizer used in training with its chat template and special tokens, checked after saving.
+export.max_shard_size, with an index), config, a generation_config that decodes as evaluation
+did (greedy unless evaluate.do_sample, evaluate.max_new_tokens, eos/pad ids: `pipeline()` then
+answers as the report says), and the tokenizer used in training with its chat template (train
+saves the template the tokens were rendered with) and special tokens, checked after saving.
 LoRA and QLoRA adapters alike are merged onto the base reloaded in fp32, never onto 4-bit
 weights; the result is then cast to the export dtype.
 
-    python -m scripts.merge_model --spec-json '{"dtype": "fp32", "max_shard_size": "5GB"}' \
+    python -m scripts.merge_model --spec-json '{"dtype": "fp32", "max_shard_size": "5GB",
+            "generation": {"max_new_tokens": 16, "do_sample": false}}' \
         --method lora --base results/models/KEY/model --tuned results/runs/demo/train/model \
         --out results/runs/demo/merged --manifest results/runs/demo/merged.manifest.json
 """
@@ -21,15 +24,22 @@ from pathlib import Path
 
 from scripts.common.cli import fail
 from scripts.common.manifest import write_manifest
+from scripts.common.modeling import export_generation
 from scripts.common.spec import SpecError, check_slice
+from scripts.common.steps import export_decoding
 
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "chat_template.jinja")
 
 
 def merge_spec(given: dict) -> dict:
-    """The merge's part of the export section, validated against the export schema, defaults filled."""
+    """The merge's slice (steps.step_slices): dtype and max_shard_size from the export section,
+    `generation` (the evaluated decoding) from the evaluate section, validated, defaults filled."""
+    given = dict(given)
+    evaluate = check_slice("evaluate", given.pop("generation", {}))
     export = check_slice("export", {"smoke_prompts": [{"prompt": "(not used by the merge)"}], **given})
-    return {key: export[key] for key in ("dtype", "max_shard_size")}
+    return {key: export[key] for key in ("dtype", "max_shard_size")} | {
+        "generation": export_decoding(evaluate)
+    }
 
 
 def merged_model(base: str, tuned: str, method: str, dtype: str):
@@ -45,20 +55,6 @@ def merged_model(base: str, tuned: str, method: str, dtype: str):
     return model.to(torch_dtype(dtype))
 
 
-def generation_ids(current: dict, bos: int | None, eos: int | None, pad: int | None) -> dict:
-    """bos/eos/pad ids for generation_config: the base's eos ids kept, the tokenizer's added."""
-    eos_ids = current.get("eos_token_id")
-    eos_ids = [] if eos_ids is None else list(eos_ids) if isinstance(eos_ids, list) else [eos_ids]
-    if eos is not None and eos not in eos_ids:
-        eos_ids.append(eos)
-    first_eos = eos_ids[0] if eos_ids else None
-    return {
-        "bos_token_id": current.get("bos_token_id") if bos is None else bos,
-        "eos_token_id": eos_ids[0] if len(eos_ids) == 1 else (eos_ids or None),
-        "pad_token_id": pad if pad is not None else current.get("pad_token_id", first_eos),
-    }
-
-
 def tokenizer_differences(trained, saved) -> list[str]:
     """What changed between the training tokenizer and the saved one (should be nothing)."""
     checks = {
@@ -70,23 +66,29 @@ def tokenizer_differences(trained, saved) -> list[str]:
     return [name for name, get in checks.items() if get(trained) != get(saved)]
 
 
-def save_merged(model, tokenizer, out: str, max_shard_size: str) -> None:
-    ids = generation_ids(
+def save_merged(model, tokenizer, out: str, max_shard_size: str, decoding: dict) -> dict:
+    """Save weights, config, generation_config (the evaluated decoding) and tokenizer; returns
+    the generation_config fields that were set."""
+    fields = export_generation(
         model.generation_config.to_dict(),
+        decoding,
         tokenizer.bos_token_id,
         tokenizer.eos_token_id,
         tokenizer.pad_token_id,
     )
-    for key, value in ids.items():
+    for key, value in fields.items():
         setattr(model.generation_config, key, value)
     model.save_pretrained(out, safe_serialization=True, max_shard_size=max_shard_size)
     tokenizer.save_pretrained(out)
+    return fields
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--spec-json", required=True, help='{"dtype": ..., "max_shard_size": ...} from the export section'
+        "--spec-json",
+        required=True,
+        help='{"dtype": ..., "max_shard_size": ..., "generation": {...}}: the step table\'s merge_model slice',
     )
     parser.add_argument("--method", required=True, choices=["full", "lora", "qlora"])
     parser.add_argument("--base", required=True)
@@ -111,7 +113,7 @@ def main(argv=None):
     tok_dir = training_tokenizer_dir(args.base, args.tuned)
     tokenizer = load_tokenizer(tok_dir)
     model = merged_model(args.base, args.tuned, args.method, spec["dtype"])
-    save_merged(model, tokenizer, args.out, spec["max_shard_size"])
+    generation = save_merged(model, tokenizer, args.out, spec["max_shard_size"], spec["generation"])
     changed = tokenizer_differences(tokenizer, load_tokenizer(args.out))
     if changed:
         fail(f"the tokenizer saved in {args.out} differs from the training tokenizer in {tok_dir}: {changed}")
@@ -129,6 +131,7 @@ def main(argv=None):
             "folder": args.out,
             "max_shard_size": spec["max_shard_size"],
             "chat_template": tokenizer.chat_template is not None,
+            "generation": {k: v for k, v in generation.items() if v is not None},
             "tokenizer_from": tok_dir,
         },
         timings={"total": time.perf_counter() - start},

@@ -1,7 +1,10 @@
 """Smoke-test the export folder in a fresh process with plain transformers: load and generate.
 
-Fails (non-zero exit) when the folder does not load, a generation is empty, or an output
-differs from its `expected` string. Writes the outputs as a validated manifest.
+Generates as a user does: `pipeline("text-generation", model=folder)(prompt)` with no decoding
+arguments, so the folder's own generation_config (the decoding evaluation used) decides, and
+`expected` strings check that the export answers as the report says. Fails (non-zero exit)
+when the folder does not load, a generation is empty, or an output differs from its `expected`
+string. Writes the outputs and the decoding used as a validated manifest.
 
     python -m scripts.smoke_test --spec-json "$(cat smoke.json)" --model results/runs/demo/export \
         --manifest results/runs/demo/smoke_test.manifest.json
@@ -18,22 +21,46 @@ from pathlib import Path
 from scripts.common.cli import fail
 from scripts.common.manifest import write_manifest
 
-CONFIG_FILES = ("config.json", "adapter_config.json", "README.md")
+CONFIG_FILES = ("config.json", "adapter_config.json", "generation_config.json", "README.md")
+DECODING_KEYS = (
+    "do_sample",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "eos_token_id",
+    "pad_token_id",
+)
 
 
 def load_generator(model_dir: str):
-    """A plain transformers text-generation pipeline on the folder (an adapter folder works too)."""
-    from transformers import pipeline
+    """`pipeline("text-generation", model=folder)`, as a user writes it. For a PEFT adapter
+    folder, transformers takes the tokenizer and generation config from the base the adapter
+    names: those of the folder itself (the training tokenizer, the evaluated decoding) are set."""
+    from transformers import GenerationConfig, pipeline
 
-    return pipeline("text-generation", model=model_dir, tokenizer=model_dir, device="cpu")
+    if (Path(model_dir) / "config.json").is_file() or not (Path(model_dir) / "adapter_config.json").is_file():
+        return pipeline("text-generation", model=model_dir, device="cpu")
+    generator = pipeline("text-generation", model=model_dir, tokenizer=model_dir, device="cpu")
+    generator.model.generation_config = GenerationConfig.from_pretrained(model_dir)
+    return generator
 
 
-def run_prompts(generator, prompts: list[dict], max_new_tokens: int) -> list[dict]:
+def decoding_of(generator) -> dict:
+    """The decoding settings the folder's generation_config gives (what pipeline() uses)."""
+    config = generator.model.generation_config.to_diff_dict()
+    return {k: v for k, v in config.items() if k in DECODING_KEYS}
+
+
+def continuation(prompt: str, generated_text: str) -> str:
+    """The generated part: the pipeline returns the prompt and its continuation by default."""
+    return (generated_text[len(prompt) :] if generated_text.startswith(prompt) else generated_text).strip()
+
+
+def run_prompts(generator, prompts: list[dict]) -> list[dict]:
     results = []
     for item in prompts:
-        out = generator(
-            item["prompt"], max_new_tokens=max_new_tokens, do_sample=False, return_full_text=False
-        )[0]["generated_text"].strip()
+        out = continuation(item["prompt"], generator(item["prompt"])[0]["generated_text"])
         expected = item.get("expected")
         results.append(
             {
@@ -64,7 +91,7 @@ def verdict(results: list[dict]) -> str | None:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec-json", required=True, help='{"smoke_prompts": [...], "max_new_tokens": N}')
+    parser.add_argument("--spec-json", required=True, help='{"smoke_prompts": [...]}')
     parser.add_argument("--model", required=True)
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--run")
@@ -85,7 +112,7 @@ def main(argv=None):
             "`snakemake export --forcerun merge_model` (export_adapter for an adapter export)"
         )
     try:
-        results = run_prompts(generator, spec["smoke_prompts"], spec["max_new_tokens"])
+        results = run_prompts(generator, spec["smoke_prompts"])
     except Exception as exc:
         fail(f"smoke test: {args.model} loaded but generation failed ({first_line(exc)})")
     for r in results:
@@ -107,7 +134,7 @@ def main(argv=None):
             "checked": sum(r["ok"] is not None for r in results),
             "passed": sum(r["ok"] is True for r in results),
         },
-        details={"outputs": results},
+        details={"outputs": results, "decoding": decoding_of(generator)},
         timings={"total": time.perf_counter() - start},
         environment=args.environment,
     )

@@ -262,6 +262,12 @@ def main(argv=None):
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if trainer.is_world_process_zero():
         trainer.save_model(args.out)
+        from scripts.common.chat import TemplateError, tokens_chat_template
+
+        try:  # the template the tokens were rendered with goes with the model into every export
+            tokenizer.chat_template = tokens_chat_template(args.tokens, tokenizer.chat_template)
+        except TemplateError as exc:
+            fail(str(exc))
         tokenizer.save_pretrained(args.out)
         log = read_jsonl(work / "log.jsonl")
         atomic_write_text(args.log, jsonl_text(log))

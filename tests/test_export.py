@@ -1,6 +1,8 @@
 """Export of a tiny trained model in every format, each reloaded in a fresh process: merged
 logits match the adapter model, the tokenizer keeps the training chat template and special
-tokens, the smoke test fails on a broken export, and a QLoRA adapter merges to fp32."""
+tokens, the generation config holds the evaluated decoding (the smoke test generates with it, as
+`pipeline()` does by default, for merged and adapter folders), the smoke test fails on a broken
+export, and a QLoRA adapter merges to fp32."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ pytestmark = pytest.mark.slow
 TEMPLATE = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
 BUILD = {"build": {"hidden_size": 128, "num_layers": 2, "num_heads": 4, "vocab_size": 512}}
 PROMPT = "Spell 8073:"
+DECODING = {"max_new_tokens": 6, "do_sample": False}  # the evaluate settings the export carries
 # a fresh process: load the folder with plain transformers, print logits and a greedy generation
 RELOAD = """
 import json, sys, torch
@@ -76,14 +79,17 @@ def tiny(tmp_path_factory):
     """A built base whose tokenizer carries a chat template, its tokens, and a trained LoRA adapter."""
     from scripts import base_model, tokenize_shard
     from scripts.common.modeling import load_tokenizer
+    from scripts.common.sharding import tokenizer_text
 
     root = tmp_path_factory.mktemp("export")
     rows = read_jsonl(REPO / "data/demo/spell_digits.jsonl")[:1500]
     records = [{"id": f"{i:016x}", "split": "train", **r} for i, r in enumerate(rows)]
     (root / "clean.jsonl").write_text(jsonl_text(records))
+    sample = [{"id": r["id"], "text": tokenizer_text(r)} for r in records]  # as shard_data writes it
+    (root / "tokenizer_sample.jsonl").write_text(jsonl_text(sample))
     base = root / "base"
     base_model.main(
-        ["--spec-json", json.dumps(BUILD), "--records", str(root / "clean.jsonl")]
+        ["--spec-json", json.dumps(BUILD), "--records", str(root / "tokenizer_sample.jsonl")]
         + ["--out", str(base), "--manifest", str(root / "base.json")]
     )
     tokenizer = load_tokenizer(base)
@@ -99,6 +105,7 @@ def tiny(tmp_path_factory):
 
 def merge(tiny, name: str, method: str = "lora", tuned=None, **spec) -> Path:
     out = tiny["root"] / name
+    spec.setdefault("generation", DECODING)
     merge_model.main(
         [
             *("--spec-json", json.dumps(spec), "--method", method, "--base", str(tiny["base"])),
@@ -133,7 +140,8 @@ def exported(tiny):
         "adapter": tiny["root"] / "adapter",
     }
     export_adapter.main(
-        ["--method", "lora", "--base", str(tiny["base"]), "--tuned", str(tiny["lora"])]
+        ["--spec-json", json.dumps({"generation": DECODING}), "--method", "lora"]
+        + ["--base", str(tiny["base"]), "--tuned", str(tiny["lora"])]
         + ["--out", str(folders["adapter"]), "--manifest", str(tiny["root"] / "adapter.manifest.json")]
     )
     reloaded = reload_in_fresh_process(*folders.values(), tiny["lora"])
@@ -179,17 +187,34 @@ def test_tokenizer_keeps_the_training_chat_template_and_special_tokens(tiny, exp
         folder, got = exported[name]
         assert got["chat_template"] == trained["chat_template"], name
         assert got["special"] == trained["special"] and got["ids"] == trained["ids"], name
-    generation = json.loads((exported["fp32"][0] / "generation_config.json").read_text())
     bos, eos, pad = trained["ids"]
-    assert (generation["eos_token_id"], generation["pad_token_id"]) == (eos, pad)
     assert pad != eos
+    for name in ("fp32", "adapter"):  # the adapter folder gets its own: transformers reads the base's
+        generation = json.loads((exported[name][0] / "generation_config.json").read_text())
+        assert (generation["eos_token_id"], generation["pad_token_id"]) == (eos, pad), name
+        assert (generation["do_sample"], generation["max_new_tokens"]) == (False, 6), name
     manifest = json.loads((tiny["root"] / "fp32.manifest.json").read_text())
     assert manifest["details"]["chat_template"] is True
 
 
+@pytest.mark.parametrize("name", ["fp32", "adapter"])
+def test_smoke_test_generates_with_the_folders_decoding(exported, tmp_path, name):
+    """No decoding arguments: the folder's generation_config (greedy, 6 new tokens) gives the
+    same text as greedy generate() with max_new_tokens=6 in a fresh process."""
+    folder, got = exported[name]
+    spec = {"smoke_prompts": [{"prompt": PROMPT, "expected": got["text"]}]}
+    smoke_test.main(
+        ["--spec-json", json.dumps(spec), "--model", str(folder), "--manifest", str(tmp_path / "ok.json")]
+    )
+    manifest = json.loads((tmp_path / "ok.json").read_text())
+    assert manifest["counts"] == {"prompts": 1, "checked": 1, "passed": 1}
+    assert manifest["details"]["decoding"]["do_sample"] is False
+    assert manifest["details"]["decoding"]["max_new_tokens"] == 6
+
+
 def test_smoke_test_passes_and_checks_expected_strings(exported, tmp_path, capsys):
     folder, got = exported["fp32"]
-    spec = {"smoke_prompts": [{"prompt": PROMPT, "expected": got["text"]}], "max_new_tokens": 6}
+    spec = {"smoke_prompts": [{"prompt": PROMPT, "expected": got["text"]}]}
     smoke_test.main(
         ["--spec-json", json.dumps(spec), "--model", str(folder), "--manifest", str(tmp_path / "ok.json")]
     )
@@ -216,7 +241,7 @@ def test_smoke_test_fails_on_a_truncated_safetensors_file(exported, tmp_path):
     shutil.copytree(exported["fp32"][0], broken)
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    spec = {"smoke_prompts": [{"prompt": PROMPT}], "max_new_tokens": 4}
+    spec = {"smoke_prompts": [{"prompt": PROMPT}]}
     proc = subprocess.run(
         [sys.executable, "-m", "scripts.smoke_test", "--spec-json", json.dumps(spec)]
         + ["--model", str(broken), "--manifest", str(tmp_path / "smoke.json")],

@@ -1,4 +1,5 @@
-"""Fast checks of the export pieces: spec rules, generation ids, folder layout, the model card's
+"""Fast checks of the export pieces: spec rules, generation ids and the evaluated decoding in the
+export's generation_config, the chat template training saves, folder layout, the model card's
 metadata, the smoke test's verdict, and the hub push up to the network boundary."""
 
 from __future__ import annotations
@@ -9,10 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts import export_model, model_card, push_to_hub
-from scripts.common.spec import SpecError, check_slice
-from scripts.merge_model import generation_ids, merge_spec
-from scripts.smoke_test import verdict
+from scripts import export_adapter, export_model, model_card, push_to_hub
+from scripts.common.chat import TemplateError, template_sha256, tokens_chat_template
+from scripts.common.modeling import export_generation, generation_ids
+from scripts.common.spec import SpecError, check_slice, load_specs
+from scripts.common.steps import step_slices
+from scripts.merge_model import merge_spec
+from scripts.smoke_test import continuation, verdict
+from tests.workflow_fixtures import REPO
 
 FAKE_TOKEN = "hf_fakeTokenForTests0123456789abcdef"
 SMOKE = [{"prompt": "Spell 1:"}]
@@ -32,7 +37,10 @@ def test_export_spec_defaults_and_bounds():
         check_slice("export", {"smoke_prompts": SMOKE, "push_to_hub": {"repo_id": "a/b", "token": "x"}})
     with pytest.raises(SpecError, match="max_shard_size"):
         merge_spec({"dtype": "fp16", "max_shard_size": "5 gigabytes"})
-    assert merge_spec({"dtype": "bf16"}) == {"dtype": "bf16", "max_shard_size": "5GB"}
+    greedy = {"max_new_tokens": 32, "do_sample": False}  # evaluate's defaults
+    assert merge_spec({"dtype": "bf16"}) == {"dtype": "bf16", "max_shard_size": "5GB", "generation": greedy}
+    with pytest.raises(SpecError, match="evaluate.temperature"):
+        merge_spec({"generation": {"do_sample": True, "temperature": 0}})
 
 
 def test_generation_ids_keep_the_base_eos_ids_and_add_the_tokenizers():
@@ -45,6 +53,87 @@ def test_generation_ids_keep_the_base_eos_ids_and_add_the_tokenizers():
         "eos_token_id": [7, 2],
         "pad_token_id": 7,
     }
+
+
+def test_the_export_decodes_as_evaluation_did():
+    """Greedy evaluation: do_sample false and no sampling field of a hub base (a greedy config
+    with one is refused by GenerationConfig.save_pretrained); sampling: evaluate's settings."""
+    from transformers import GenerationConfig
+
+    hub_like = {"do_sample": True, "temperature": 0.7, "top_k": 20, "top_p": 0.8, "repetition_penalty": 1.1}
+    hub_like |= {"eos_token_id": [151645, 151643], "pad_token_id": 151643}
+    fields = export_generation(hub_like, {"max_new_tokens": 16, "do_sample": False}, None, 151645, 151643)
+    assert fields["do_sample"] is False and fields["max_new_tokens"] == 16
+    assert fields["temperature"] is fields["top_k"] is fields["top_p"] is None
+    assert fields["eos_token_id"] == [151645, 151643] and fields["pad_token_id"] == 151643
+    config = GenerationConfig(**hub_like)
+    config.update(**fields)
+    config.validate(strict=True)  # what save_pretrained checks
+    assert config.repetition_penalty == 1.1  # evaluation used the base's other fields too
+    sampling = {"max_new_tokens": 8, "do_sample": True, "temperature": 0.5, "top_p": 0.9, "top_k": 0}
+    fields = export_generation(hub_like, sampling, 1, 2, 0)
+    assert {k: fields[k] for k in sampling} == sampling
+    GenerationConfig(**(hub_like | fields)).validate(strict=True)
+
+
+def test_merge_and_adapter_slices_are_the_evaluated_decoding_and_match_their_manifests(tmp_path):
+    """The step table gives merge_model and export_adapter the evaluate section's decoding; the
+    scripts record exactly that slice (defaults filled), so `why` and snakemake agree."""
+    (run,) = load_specs([REPO / "specs/demo.yaml"])
+    slices = {step: part for step, (_, part) in step_slices(run.sections).items()}
+    assert slices["merge_model"]["generation"] == {"max_new_tokens": 16, "do_sample": False}
+    assert merge_spec(slices["merge_model"]) == slices["merge_model"]
+    assert export_adapter.adapter_spec(slices["export_adapter"]) == slices["export_adapter"]
+    assert "max_new_tokens" not in slices["smoke_test"]  # the smoke test decodes as the export says
+    sampled = {**run.sections, "evaluate": check_slice("evaluate", {"do_sample": True, "temperature": 0.5})}
+    generation = step_slices(sampled)["merge_model"][1]["generation"]
+    assert generation == {
+        "max_new_tokens": 32,
+        "do_sample": True,
+        "temperature": 0.5,
+        "top_p": 1.0,
+        "top_k": 0,
+    }
+    assert merge_spec(step_slices(sampled)["merge_model"][1])["generation"] == generation
+
+
+def tokens_with_manifest(folder: Path, tokenize: dict, used: str | None) -> Path:
+    """A token shard with the manifest tokenize_shard writes beside it (its spec and template hash)."""
+    shard = folder / "results/tokens/k/abc.parquet"
+    shard.parent.mkdir(parents=True, exist_ok=True)
+    shard.write_bytes(b"")
+    manifest = {
+        "step": "tokenize_shard",
+        "spec": tokenize,
+        "details": {"chat_template_sha256": template_sha256(used)},
+    }
+    (shard.parent / "abc.manifest.json").write_text(json.dumps(manifest))
+    return shard
+
+
+def test_training_saves_the_chat_template_the_tokens_were_rendered_with(tmp_path):
+    inline = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    own = "the base tokenizer's own template"
+    shard = tokens_with_manifest(
+        tmp_path / "a", {"chat_template": inline, "chat_template_file": None}, inline
+    )
+    assert tokens_chat_template([shard], own) == inline
+    (tmp_path / "t.jinja").write_text(inline + "\n")
+    from_file = {"chat_template": None, "chat_template_file": "t.jinja"}
+    shard = tokens_with_manifest(tmp_path / "b", from_file, inline + "\n")
+    assert tokens_chat_template([shard], own, workdir=tmp_path) == inline + "\n"
+    (tmp_path / "t.jinja").write_text("edited since tokenizing")
+    with pytest.raises(TemplateError, match="not the template the token shards were rendered with"):
+        tokens_chat_template([shard], own, workdir=tmp_path)
+    # no template in the spec: the tokenizer's own was used (or none); shards without a manifest
+    shard = tokens_with_manifest(tmp_path / "c", {"chat_template": None, "chat_template_file": None}, own)
+    assert tokens_chat_template([shard], own) == own
+    assert tokens_chat_template([tmp_path / "loose.parquet"], None) is None
+
+
+def test_smoke_continuation_drops_the_prompt_that_pipeline_returns():
+    assert continuation("Spell 12:", "Spell 12:one two") == "one two"
+    assert continuation("Spell 12:", " one two ") == "one two"
 
 
 def test_layout_places_merged_and_adapter_by_format(tmp_path):

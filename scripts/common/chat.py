@@ -5,13 +5,18 @@ library (the same Rust tokenizer transformers wraps; a test checks the ids agree
 back to transformers for folders without one. `chat_segments` renders a conversation with a
 Jinja chat template (the same sandbox settings as transformers) and cuts it into spans that
 are trained on (assistant turns, up to and including their end-of-turn tokens) or not.
+`tokens_chat_template` finds the template token shards were rendered with, which training
+saves with its tokenizer so that every exported folder carries it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from scripts.common.steps import manifest_of
 
 
 class TemplateError(ValueError):
@@ -137,3 +142,45 @@ def chat_segments(template, messages: list[dict], special: dict, loss_on: str):
     reference = [m["content"] for m in messages if m["role"] == "assistant"][-1]
     last = spans[-1][0]
     return [(text, trained, start < last) for start, text, trained in segments if text], prompt, reference
+
+
+def template_sha256(text: str | None) -> str | None:
+    """The hash tokenize_shard records for the template it rendered with (None: no template)."""
+    return hashlib.sha256(text.encode()).hexdigest() if text else None
+
+
+def tokens_chat_template(token_files, own, workdir: Path = Path(".")):
+    """The chat template the token shards were rendered with, as their tokenize manifests record
+    it: tokenize.chat_template, the text of tokenize.chat_template_file (checked against the
+    recorded sha256), or else the tokenizer's own template `own`, which is returned unchanged
+    (also when the shards have no tokenize manifest beside them). Training sets the result on
+    the tokenizer it saves, which merge_model and export_adapter copy into the export."""
+    manifests = []
+    for shard in token_files:
+        found = manifest_of(shard)
+        manifest = json.loads(found.read_text(encoding="utf-8")) if found else {}
+        if manifest.get("step") == "tokenize_shard":
+            manifests.append(manifest)
+    if not manifests:
+        return own
+    tok = manifests[0]["spec"]
+    recorded = {m["details"].get("chat_template_sha256") for m in manifests}
+    if tok.get("chat_template"):
+        text, source = tok["chat_template"], "tokenize.chat_template"
+    elif tok.get("chat_template_file"):
+        path = workdir / tok["chat_template_file"]
+        source = f"tokenize.chat_template_file {tok['chat_template_file']!r}"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TemplateError(
+                f"{source} cannot be read ({exc}): the tokens were rendered with it"
+            ) from None
+    else:
+        return own
+    if recorded != {template_sha256(text)}:
+        raise TemplateError(
+            f"{source} is not the template the token shards were rendered with (their manifests "
+            "record another sha256): it changed since tokenizing; rerun snakemake to re-tokenize"
+        )
+    return text

@@ -32,6 +32,67 @@ def base_ref(model_dir: str | Path) -> dict:
     return json.loads((Path(model_dir) / BASE_REF).read_text())
 
 
+# generation_config fields that only sampling reads: a greedy config that sets one is invalid
+# (GenerationConfig.save_pretrained raises) and `generate()` ignores it when greedy anyway
+SAMPLING_ONLY = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "top_h",
+    "typical_p",
+    "epsilon_cutoff",
+    "eta_cutoff",
+)
+
+
+def generation_ids(current: dict, bos: int | None, eos: int | None, pad: int | None) -> dict:
+    """bos/eos/pad ids for generation_config: the base's eos ids kept, the tokenizer's added."""
+    eos_ids = current.get("eos_token_id")
+    eos_ids = [] if eos_ids is None else list(eos_ids) if isinstance(eos_ids, list) else [eos_ids]
+    if eos is not None and eos not in eos_ids:
+        eos_ids.append(eos)
+    first_eos = eos_ids[0] if eos_ids else None
+    return {
+        "bos_token_id": current.get("bos_token_id") if bos is None else bos,
+        "eos_token_id": eos_ids[0] if len(eos_ids) == 1 else (eos_ids or None),
+        "pad_token_id": pad if pad is not None else current.get("pad_token_id", first_eos),
+    }
+
+
+def export_generation(
+    current: dict, decoding: dict, bos: int | None, eos: int | None, pad: int | None
+) -> dict:
+    """The generation_config fields an export sets over the base's `current` ones, so that a
+    plain `pipeline("text-generation", model=export)` decodes as evaluation did: evaluation ran
+    `generate()` on the base's generation_config with do_sample, max_new_tokens (and, when
+    sampling, temperature, top_p, top_k) from the evaluate section (`decoding`, from
+    steps.export_decoding), and stopped at the tokenizer's EOS. Greedy clears the sampling-only
+    fields (a hub base's temperature, top_k...), which greedy evaluation ignored too; the other
+    fields of the base (repetition_penalty...) are kept, as evaluation used them."""
+    sampling = bool(decoding["do_sample"])
+    fields = {"do_sample": sampling, "max_new_tokens": decoding["max_new_tokens"]}
+    fields |= {key: None for key in SAMPLING_ONLY} if not sampling else {}
+    fields |= {key: decoding[key] for key in ("temperature", "top_p", "top_k") if sampling}
+    return fields | generation_ids(current, bos, eos, pad)
+
+
+def base_generation_config(model_dir: str | Path) -> dict:
+    """The base's generation_config.json as a dict, without loading the model: the base folder's
+    own (built models), the local model folder's, or the hub copy in the local cache; {} if none."""
+    ref = base_ref(model_dir)
+    weights = ref["weights"]
+    folder = Path(model_dir) if weights == "." else Path(weights)
+    if (folder / "generation_config.json").is_file():
+        return json.loads((folder / "generation_config.json").read_text())
+    if weights == "." or folder.is_dir():
+        return {}
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(weights, "generation_config.json", revision=ref.get("revision"))
+    return json.loads(Path(cached).read_text()) if isinstance(cached, str) else {}
+
+
 def training_tokenizer_dir(base: str, tuned: str) -> str:
     """Where the training tokenizer lives: the trained folder (train saves it there), else the base."""
     return tuned if (Path(tuned) / "tokenizer_config.json").is_file() else base

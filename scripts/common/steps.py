@@ -45,6 +45,18 @@ def _part(section: dict, *keys) -> dict:
     return {k: section[k] for k in keys if k in section}
 
 
+# Sampling settings of the evaluate section: an export carries them only when evaluation sampled.
+SAMPLING = ("temperature", "top_p", "top_k")
+
+
+def export_decoding(evaluate: dict) -> dict:
+    """The decoding evaluation used, which the export's generation_config.json carries (so that
+    `pipeline()` answers as the report says): max_new_tokens and do_sample, plus the sampling
+    settings when do_sample is true. stop_at_eos is not carried: an export always stops at EOS."""
+    keys = ("max_new_tokens", "do_sample") + (SAMPLING if evaluate.get("do_sample") else ())
+    return _part(evaluate, *keys)
+
+
 def step_slices(sections: dict) -> dict[str, tuple[str, dict]]:
     """step -> (the spec section it comes from, the slice of that section the step reads)."""
     export = sections["export"]
@@ -56,11 +68,16 @@ def step_slices(sections: dict) -> dict[str, tuple[str, dict]]:
         "audit_data": ("tokenize", sections["tokenize"]),
         "train_model": ("train", sections["train"]),
         "evaluate_model": ("evaluate", sections["evaluate"]),
-        "merge_model": ("export", _part(export, "dtype", "max_shard_size")),
-        "export_adapter": ("export", {}),
+        # the export's generation_config holds the evaluated decoding: an edit to it reruns these
+        "merge_model": (
+            "export",
+            {**_part(export, "dtype", "max_shard_size"), "generation": export_decoding(sections["evaluate"])},
+        ),
+        "export_adapter": ("export", {"generation": export_decoding(sections["evaluate"])}),
         "model_card": ("export", _part(export, "card", "format")),
         "export_model": ("export", _part(export, "format")),
-        "smoke_test": ("export", _part(export, "smoke_prompts", "max_new_tokens")),
+        # the smoke test generates as a user does: with the export's own generation_config
+        "smoke_test": ("export", _part(export, "smoke_prompts")),
         "push_to_hub": ("export", _part(export, "push_to_hub")),
     }
 
