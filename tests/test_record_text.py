@@ -120,3 +120,61 @@ def test_truncated_json_message_names_the_column_once(tmp_path):
     lines.write_text('{"prompt": "a", "completion": }\n')
     ((_, error),) = iter_rows(str(lines), "jsonl")
     assert str(error) == f"{lines}:1: malformed JSON: Expecting value at column 31"
+
+
+def _texts(path: Path, fmt: str, column: str = "t") -> list[str]:
+    """Each row's text field, or the message of the bad record it is."""
+    out = []
+    for where, row in iter_rows(str(path), fmt):
+        try:
+            out.append(map_fields(row, {"fields": {"text": column}}, where)["text"])
+        except SourceError as exc:
+            out.append(str(exc))
+    return out
+
+
+def test_a_json_number_in_a_text_field_is_its_text_as_written_and_nan_is_refused(tmp_path):
+    """The rule: a number where text is expected is taken as the text the file writes (an answer
+    like 68; 2.50 stays 2.50, 1e400 stays 1e400, not "inf"; an integer past Python's 4300-digit
+    limit is no crash); NaN, Infinity and -Infinity, which Python's json accepts though JSON has
+    no such values, are bad records naming file, line and field. (Before: "2.5", "inf", a
+    ValueError traceback, "nan", "inf", "-inf".)"""
+    path = tmp_path / "n.jsonl"
+    numbers = ["68", "2.50", "1e400", "-1E5", "9" * 5000, "NaN", "Infinity", "-Infinity", '"NaN"']
+    path.write_text("".join(f'{{"t": {n}}}\n' for n in numbers))
+    texts = _texts(path, "jsonl")
+    assert texts[:5] == ["68", "2.50", "1e400", "-1E5", "9" * 5000]
+    assert all(type(t) is str for t in texts)  # plain text, stored and hashed as any other
+    assert texts[5] == (
+        f"{path}:6: field 't' must be a string, got NaN (not a finite number); "
+        'write "NaN" in quotes if it is the text to train on'
+    )
+    assert texts[6].startswith(f"{path}:7: field 't' must be a string, got Infinity (not a finite")
+    assert texts[7].startswith(f"{path}:8: field 't' must be a string, got -Infinity (not a finite")
+    assert texts[8] == "NaN"  # quoted: text like any other
+    array = tmp_path / "n.json"
+    array.write_text('[{"t": 7.0}, {"t": NaN}]')
+    assert _texts(array, "json") == ["7.0", f"{array}[1]: " + texts[5].split(": ", 1)[1]]
+
+
+def test_csv_cells_are_text_as_written_and_parquet_nan_is_refused(tmp_path):
+    """CSV and TSV cells are never converted: 68, NaN and 1e400 are those characters. Parquet
+    numbers are their Python text; a NaN or infinite float (pandas' missing value) is refused."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    csv_path = tmp_path / "n.csv"
+    csv_path.write_text("t\n68\nNaN\n1e400\n")
+    assert _texts(csv_path, "csv") == ["68", "NaN", "1e400"]
+    table = pa.table({"i": [68, 7, 1], "f": [3.5, float("nan"), float("-inf")]})
+    pq.write_table(table, tmp_path / "n.parquet")
+    assert _texts(tmp_path / "n.parquet", "parquet", "i") == ["68", "7", "1"]
+    floats = _texts(tmp_path / "n.parquet", "parquet", "f")
+    assert floats[0] == "3.5"
+    assert floats[1] == (
+        f"{tmp_path}/n.parquet[row 1]: field 'f' must be a string, got the float nan "
+        "(not a finite number; a missing value?)"
+    )
+    assert floats[2].startswith(
+        f"{tmp_path}/n.parquet[row 2]: field 'f' must be a string, got the float -inf"
+    )

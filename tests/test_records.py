@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -190,6 +191,21 @@ BAD = [
         "d.jsonl:1: field 'completion' must be a string, got list",
         "wrong_type",
     ),
+    (  # Python's json reads NaN (not JSON) as a float, which used to become the text "nan"
+        "d.jsonl",
+        b'{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": NaN}\n',
+        PC,
+        "d.jsonl:2: field 'completion' must be a string, got NaN (not a finite number); "
+        'write "NaN" in quotes if it is the text to train on',
+        "wrong_type",
+    ),
+    (
+        "d.json",
+        b'[{"m": [{"role": "user", "content": "a"}, {"role": "assistant", "content": -Infinity}]}]',
+        {"messages": "m"},
+        "d.json[0]: m[1]: field 'content' must be a string, got -Infinity (not a finite number)",
+        "wrong_type",
+    ),
     (
         "d.jsonl",
         b'{"prompt": "a", "completion": "b"}\n{"prompt": "\xff", "completion": "b"}\n',
@@ -257,3 +273,22 @@ def test_spec_rejects_a_field_mix_and_accepts_each_shape(tmp_path):
     path.write_text(spec)
     with pytest.raises(SpecError, match="did you mean 'format'"):
         load_spec_file(path)
+
+
+def test_chunks_cached_by_an_older_reader_are_read_again(here):
+    """A chunk cached before NaN was refused (its record stored with the text "nan") is not
+    reused: the reader's version is part of the cache name (fails with the pre-version name)."""
+    from scripts.common.records import normalize_record, record_id
+    from scripts.common.sharding import record_line
+    from scripts.common.spec import canonical_json
+
+    chunk = b'{"prompt": "a", "completion": NaN}\n'
+    write("d.jsonl", chunk)
+    source = {"path": "d.jsonl", "fields": PC, "on_error": "skip"}
+    data = check_slice("data", {"sources": [source], "num_shards": 2, "validation_fraction": 0.0})
+    old_name = hashlib.sha256(f"{canonical_json(data)}:0:".encode() + chunk).hexdigest()[:32]
+    old = normalize_record({"prompt": "a", "completion": "nan"})
+    lines = [record_line(record_id(old), {"source": 0, **old})]
+    write(f"cache/{old_name}.json", json.dumps({"lines": lines, "bad": {}, "examples": {}, "first_line": 1}))
+    records, manifest = prepare([source])
+    assert records == [] and manifest["counts"]["records_bad"] == {"wrong_type": 1}

@@ -18,6 +18,7 @@ import difflib
 import hashlib
 import io
 import json
+import math
 import re
 import unicodedata
 from pathlib import Path
@@ -29,6 +30,24 @@ BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which Windows tools write at t
 # The alpaca prompt (as in the Stanford Alpaca repository and axolotl's `type: alpaca`).
 ALPACA = "Below is an instruction that describes a task{more}. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n{input}### Response:\n"
 ALPACA_MORE = ", paired with an input that provides further context"
+
+
+class JSONNumber(str):
+    """A number in a JSON/JSONL source, kept as the file writes it ("68", "2.50", "1e400"): a
+    text field gets exactly those characters. Also NaN, Infinity and -Infinity, which JSON does
+    not have but Python's json reads: a text field refuses those (see _string)."""
+
+    __slots__ = ()
+
+
+# Numbers stay text: no float rounding ("2.50" -> 2.5), no overflow to inf ("1e400" -> "inf"),
+# no ValueError past Python's 4300-digit int limit, and NaN/Infinity marked, not made floats.
+_JSON = json.JSONDecoder(parse_float=JSONNumber, parse_int=JSONNumber, parse_constant=JSONNumber)
+NOT_FINITE = frozenset({"NaN", "Infinity", "-Infinity"})
+
+
+def _kind(value) -> str:
+    return "number" if isinstance(value, JSONNumber) else type(value).__name__
 
 
 class SourceError(ValueError):
@@ -82,7 +101,7 @@ def jsonl_rows(path: str, data: bytes, first_line: int = 1, offset: int = 0):
             continue
         where = f"{path}:{line_no}"
         try:
-            yield where, json.loads(_decode(raw, where, start))
+            yield where, _JSON.decode(_decode(raw, where, start))
         except SourceError as exc:
             yield where, exc
         except json.JSONDecodeError as exc:
@@ -151,7 +170,7 @@ def iter_rows(path: str, fmt: str):
         yield from jsonl_rows(path, data)
     elif fmt == "json":
         try:
-            rows = json.loads(_decode(data, path))
+            rows = _JSON.decode(_decode(data, path))
         except json.JSONDecodeError as exc:
             raise _malformed(f"{path}:{exc.lineno}", exc) from None
         if not isinstance(rows, list):
@@ -185,33 +204,53 @@ def _get(row: dict, column: str, where: str, optional: bool = False):
     )
 
 
+def _number_text(value) -> str | None:
+    """The text of a finite number (a JSON number as written), None for NaN and infinities."""
+    if isinstance(value, JSONNumber):
+        return None if value in NOT_FINITE else str(value)
+    return str(value) if isinstance(value, int) or math.isfinite(value) else None
+
+
 def _string(value, column: str, where: str) -> str:
-    """Numbers become strings deliberately (CSV answers like 68 stay text); other types fail."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise SourceError(
-            f"{where}: field '{column}' must be a string, got {type(value).__name__} {value!r:.40}",
-            "wrong_type",
+    """The text of a field that must be a string. A number is taken as its text (an answer like
+    68): in JSON as the file writes it, in parquet and arrow as Python writes it. NaN and the
+    infinities have no text to train on (in parquet NaN is often a missing value): they fail like
+    a list or null would. CSV and TSV cells are always text, as written."""
+    if isinstance(value, str) and not isinstance(value, JSONNumber):
+        return value
+    if isinstance(value, (JSONNumber, int, float)) and not isinstance(value, bool):
+        text = _number_text(value)
+        if text is not None:
+            return text
+        got = (
+            f'{value} (not a finite number); write "{value}" in quotes if it is the text to train on'
+            if isinstance(value, JSONNumber)
+            else f"the float {value} (not a finite number; a missing value?)"
         )
-    return str(value)
+        raise SourceError(f"{where}: field '{column}' must be a string, got {got}", "wrong_type")
+    raise SourceError(
+        f"{where}: field '{column}' must be a string, got {type(value).__name__} {value!r:.40}",
+        "wrong_type",
+    )
 
 
 def map_messages(value, chat: dict, column: str, where: str) -> list[dict]:
     """A conversation as [{role, content}], with sharegpt-style keys and roles mapped."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)  # CSV and parquet sources may hold the list as JSON text
+            value = _JSON.decode(value)  # CSV and parquet sources may hold the list as JSON text
         except json.JSONDecodeError:
             pass
     if not isinstance(value, list) or not value:
         raise SourceError(
-            f"{where}: field '{column}' must be a non-empty list of messages, got {type(value).__name__}",
+            f"{where}: field '{column}' must be a non-empty list of messages, got {_kind(value)}",
             "wrong_type",
         )
     messages = []
     for turn, message in enumerate(value):
         at = f"{where}: {column}[{turn}]"
         if not isinstance(message, dict):
-            raise SourceError(f"{at} must be an object, got {type(message).__name__}", "wrong_type")
+            raise SourceError(f"{at} must be an object, got {_kind(message)}", "wrong_type")
         role = _string(_get(message, chat["role_key"], at), chat["role_key"], at)
         if role not in chat["roles"]:
             raise SourceError(
@@ -229,7 +268,7 @@ def map_messages(value, chat: dict, column: str, where: str) -> list[dict]:
 def map_fields(row, source: dict, where: str) -> dict:
     """Map one source row onto the record shape its `fields` choose."""
     if not isinstance(row, dict):
-        raise SourceError(f"{where}: expected an object, got {type(row).__name__}", "wrong_type")
+        raise SourceError(f"{where}: expected an object, got {_kind(row)}", "wrong_type")
     fields = source["fields"]
     if "messages" in fields:
         column = fields["messages"]

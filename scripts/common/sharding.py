@@ -40,6 +40,9 @@ SAMPLE_RECORD_CHARS = 2000
 CHUNK_MASK = 0xFFF  # a chunk ends after a line whose crc32 ends in 12 zero bits: ~4096 lines
 ID_END = 27  # every stored line starts with '{"id": "<16 hex>", '
 EXAMPLES = 3
+# Part of every cached chunk's name: bump it when reading a row changes (2: JSON numbers kept as
+# written, NaN and Infinity refused), so chunks cached by an older reader are parsed again.
+READER_VERSION = 2
 
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
@@ -96,7 +99,7 @@ def read_jsonl_cached(source: dict, index: int, data: dict, cache: Path | None, 
     if not raw.strip():
         return [read_rows(iter_rows(source["path"], "jsonl"), source, index, collapse)]
     chunks, results, files, todo = list(jsonl_chunks(raw)), [], [], []
-    salt = f"{canonical_json(data)}:{index}:".encode()
+    salt = f"{READER_VERSION}:{canonical_json(data)}:{index}:".encode()
     for i, (first_line, _, chunk) in enumerate(chunks):
         file = cache / f"{hashlib.sha256(salt + chunk).hexdigest()[:32]}.json" if cache else None
         files.append(file)
