@@ -3,9 +3,16 @@ each run's sections become content keys, and the functions below give rules thei
 their parameters (each step's slice from the step table, scripts/common/steps.py, as canonical
 JSON). Imports nothing heavy, and nothing from scripts/ outside scripts/common/."""
 
+import fcntl
 import glob
+import hashlib
+import json
+import logging
+import os
 import shlex
+import socket
 import sys
+import time
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -79,20 +86,50 @@ wildcard_constraints:
     run="[A-Za-z0-9][A-Za-z0-9._=+-]*",
 
 
+def slice_file(value):
+    """A params value for a spec slice: `@results/slices/<sha256>.json`, the slice's canonical
+    JSON written once under its own hash. Scripts read it (scripts.common.cli.json_arg), so no
+    spec size reaches the command-line length limit; an edit changes the path, and with it the
+    params Snakemake compares, so the step reruns exactly as before."""
+    text = canonical_json(value)
+    path = Path("results/slices") / f"{hashlib.sha256(text.encode()).hexdigest()}.json"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return f"@{path}"
+
+
 def data_json(wildcards):
-    return canonical_json(DATA[wildcards.dkey])
+    return slice_file(DATA[wildcards.dkey])
 
 
 def data_sources(wildcards):
-    """Source files; a save_to_disk folder stands for the files in it."""
+    """Source files; a save_to_disk folder stands for the files in it. A run (or dry run)
+    refuses a missing source here: Snakemake alone says nothing when the data built from it
+    exists, and would train on records whose file is gone."""
     paths = []
-    for source in DATA[wildcards.dkey]["sources"]:
+    for index, source in enumerate(DATA[wildcards.dkey]["sources"]):
         folder = Path(source["path"])
         if folder.is_dir():
             paths += sorted(str(p) for p in folder.rglob("*") if p.is_file())
-        else:
+        elif folder.is_file() or workflow.execution_settings is None:
+            # (a present file, or --summary, --delete-all-output: those are not refused)
             paths.append(source["path"])
+        else:
+            raise WorkflowError(_missing_source(wildcards.dkey, index, source["path"]))
     return paths
+
+
+def _missing_source(dkey, index, path):
+    specs = sorted({RUNS[n].spec_file for n, k in KEYS.items() if k["data"] == dkey})
+    return (
+        f"data source not found: {path} (data.sources[{index}].path in "
+        f"{', '.join(specs)}; paths are relative to the workflow folder, {Path.cwd()}). "
+        "Restore the file, or remove the source from the spec: the data is then rebuilt "
+        "without it. Nothing was run."
+    )
 
 
 def shard_hashes(dkey):
@@ -105,7 +142,7 @@ def shard_hashes(dkey):
 
 
 def model_json(wildcards):
-    return canonical_json(MODEL[wildcards.mkey][0])
+    return slice_file(MODEL[wildcards.mkey][0])
 
 
 def model_records(wildcards):
@@ -116,7 +153,7 @@ def model_records(wildcards):
 
 
 def tokenize_json(wildcards):
-    return canonical_json(TOKENS[wildcards.tkey][0])
+    return slice_file(TOKENS[wildcards.tkey][0])
 
 
 def tokenize_inputs(wildcards):
@@ -146,7 +183,7 @@ def audit_tokens(wildcards):
 
 
 def audit_json(wildcards):
-    return canonical_json(AUDIT[wildcards.akey][0])
+    return slice_file(AUDIT[wildcards.akey][0])
 
 
 def audit_model(wildcards):
@@ -178,7 +215,7 @@ def run_slice(step):
     """A params function giving the slice of the step table that `step` reads, as canonical JSON."""
 
     def params(wildcards):
-        return canonical_json(SLICES[wildcards.run][step])
+        return slice_file(SLICES[wildcards.run][step])
 
     params.__name__ = f"{step}_slice"
     return params
@@ -198,7 +235,7 @@ def run_work_dir(wildcards):
 
 def run_spec_json(wildcards):
     """The whole compiled spec of a run (the model card documents it)."""
-    return canonical_json(RUNS[wildcards.run].sections)
+    return slice_file(RUNS[wildcards.run].sections)
 
 
 def all_runs(pattern):
@@ -231,10 +268,102 @@ def pushed_runs(pattern):
 # reports: the spec values that differ between runs (the compare table's columns), the
 # Markdown each report page renders
 def compare_spec_json(wildcards):
-    return canonical_json(differing_values({n: r.sections for n, r in RUNS.items()}))
+    return slice_file(differing_values({n: r.sections for n, r in RUNS.items()}))
 
 
 def report_page_markdown(wildcards):
     if wildcards.page == "evaluation":
         return f"results/runs/{wildcards.run}/evaluate/summary.md"
     return f"results/runs/{wildcards.run}/model_card.md"
+
+
+# Another run in this folder. A run that starts jobs registers in .snakemake/tunemake/runs/
+# (the Snakefile's onstart) and holds an flock on its file until it ends; the kernel drops the
+# flock when the process dies, even by kill -9. When Snakemake refuses a run over a lock or
+# "incomplete" files while a registered run is alive, the message says so, instead of advising
+# --rerun-incomplete or --unlock, which would break that run. With no live run (a stale lock
+# after a crash), Snakemake's own message stands.
+RUNS_DIR = Path(".snakemake/tunemake/runs")
+_OWN_RUN = []
+
+
+def _own_run_file():
+    return RUNS_DIR / f"{socket.gethostname()}-{os.getpid()}.json"
+
+
+def _flock_free(path, kind):
+    """Whether `path` can be flocked (LOCK_SH: no live owner; LOCK_EX: nobody holds it)."""
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, kind | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+
+def live_runs():
+    """The registered runs of other processes that are still alive."""
+    live = []
+    for path in sorted(RUNS_DIR.glob("*.json")):
+        try:
+            if path != _own_run_file() and not _flock_free(path, fcntl.LOCK_SH):
+                live.append(json.loads(path.read_text()))
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+    return live
+
+
+def register_run():
+    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    for path in RUNS_DIR.glob("*.json"):  # files of runs that died
+        try:
+            if _flock_free(path, fcntl.LOCK_EX):
+                path.unlink(missing_ok=True)
+        except OSError:
+            continue
+    temporary = _own_run_file().with_suffix(".tmp")
+    handle = open(temporary, "w")
+    # locked before it is visible: a visible file is locked (alive) or stale
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    run = {"pid": os.getpid(), "host": socket.gethostname(), "started": started}
+    json.dump(run | {"command": " ".join(sys.argv)}, handle)
+    handle.flush()
+    temporary.replace(_own_run_file())
+    _OWN_RUN.append(handle)
+
+
+def release_run():
+    while _OWN_RUN:
+        _own_run_file().unlink(missing_ok=True)
+        _OWN_RUN.pop().close()
+
+
+def another_run_message(runs):
+    run = runs[0]
+    return (
+        f"another snakemake run is working in this folder: pid {run['pid']} on {run['host']}, "
+        f"started {run['started']}: {run['command']}\n"
+        "Wait for it to finish (or stop it), then run again. The lock is its lock and the files "
+        "Snakemake would call incomplete are its jobs in progress: do not use --unlock or "
+        "--rerun-incomplete while it runs."
+    )
+
+
+class _AnotherRun(logging.Filter):
+    """Rewrites Snakemake's lock and incomplete-files refusals while another run is alive."""
+
+    tunemake = True
+    refusals = ("LockException", "IncompleteFilesException")
+
+    def filter(self, record):
+        if getattr(record, "exception", None) in self.refusals:
+            runs = live_runs()
+            if runs:
+                record.msg, record.args = another_run_message(runs), ()
+        return True
+
+
+_SNAKEMAKE_LOG = logging.getLogger("snakemake.logging")
+if not any(getattr(f, "tunemake", False) for f in _SNAKEMAKE_LOG.filters):
+    _SNAKEMAKE_LOG.addFilter(_AnotherRun())

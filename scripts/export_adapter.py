@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.common.cli import fail
+from scripts.common.cli import fail, json_arg
 from scripts.common.files import atomic_write_json
 from scripts.common.manifest import write_manifest
 from scripts.common.modeling import base_generation_config, export_generation, training_tokenizer_dir
@@ -111,7 +111,7 @@ def main(argv=None):
     tuned, out = Path(args.tuned), Path(args.out)
     tok_dir = Path(training_tokenizer_dir(args.base, args.tuned))
     try:
-        spec = adapter_spec(json.loads(args.spec_json))
+        spec = adapter_spec(json_arg(args.spec_json))
         files = adapter_files(tuned, tok_dir)
     except (SpecError, FileNotFoundError) as exc:
         fail(str(exc))

@@ -17,12 +17,11 @@ weights; the result is then cast to the export dtype.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from scripts.common.cli import fail
+from scripts.common.cli import fail, json_arg
 from scripts.common.manifest import write_manifest
 from scripts.common.modeling import export_generation
 from scripts.common.spec import SpecError, check_slice
@@ -103,7 +102,7 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     try:
-        spec = merge_spec(json.loads(args.spec_json))
+        spec = merge_spec(json_arg(args.spec_json))
     except SpecError as exc:
         fail(str(exc))
     if args.method != "full" and not (Path(args.tuned) / "adapter_config.json").is_file():

@@ -13,12 +13,11 @@ string. Writes the outputs and the decoding used as a validated manifest.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from scripts.common.cli import fail
+from scripts.common.cli import fail, json_arg
 from scripts.common.manifest import write_manifest
 
 CONFIG_FILES = ("config.json", "adapter_config.json", "generation_config.json", "README.md")
@@ -102,7 +101,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
-    spec = json.loads(args.spec_json)
+    spec = json_arg(args.spec_json)
     try:
         generator = load_generator(args.model)
     except Exception as exc:  # any load failure (corrupt safetensors, missing files) ends the step

@@ -14,7 +14,6 @@ training log and a manifest. With --nproc or --nodes above 1 it restarts itself 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 from scripts.common.checkpoints import newest_complete, step_of, trim_log
-from scripts.common.cli import fail
+from scripts.common.cli import fail, json_arg
 from scripts.common.files import atomic_write_text, jsonl_text, read_jsonl
 from scripts.common.launch import is_worker, relaunch
 from scripts.common.manifest import write_manifest
@@ -34,7 +33,7 @@ LORA_LR_RANGE = (1e-5, 1e-3)
 
 def load_train_slice(spec_json: str) -> dict:
     """The validated train section; the qlora block gets its defaults when the method is qlora."""
-    train = check_slice("train", json.loads(spec_json))
+    train = check_slice("train", json_arg(spec_json))
     if train["method"] == "qlora":
         schema = section_schema("train")["properties"]["qlora"]
         train["qlora"] = apply_defaults(dict(train.get("qlora") or {}), schema)

@@ -321,8 +321,11 @@ def built(tmp_path_factory):
         for i in range(10, 40)
     ]
     records.append({"id": "9999", "split": "validation", "text": "plain text is scored by loss only"})
-    clean = root / "clean.jsonl"
-    clean.write_text("".join(json.dumps(r) + "\n" for r in records))
+    from scripts.common.sharding import tokenizer_text
+
+    sample = root / "tokenizer_sample.jsonl"  # as shard_data writes it: training records, id order
+    train = [{"id": r["id"], "text": tokenizer_text(r)} for r in records if r["split"] == "train"]
+    sample.write_text("".join(json.dumps(r) + "\n" for r in train))
     model_spec = {
         "build": {
             "hidden_size": 32,
@@ -340,7 +343,7 @@ def built(tmp_path_factory):
             "--spec-json",
             json.dumps(model_spec),
             "--records",
-            str(clean),
+            str(sample),
             "--out",
             str(base),
             "--manifest",

@@ -62,7 +62,7 @@ TINY = {
         "max_new_tokens": 8,
         "compare_base": False,
     },
-    "export": {"max_new_tokens": 8, "smoke_prompts": [{"prompt": "Spell 9051:"}]},
+    "export": {"smoke_prompts": [{"prompt": "Spell 9051:"}]},
 }
 
 

@@ -216,3 +216,32 @@ def test_two_processes_under_torchrun(workflow):
     tuned = load_tuned_model(paths["base"], paths["out"] / "model", "lora")
     assert type(tuned).__name__ == "PeftModelForCausalLM"  # the adapter loads onto the base
     assert manifest["counts"]["trainable_parameters"] < manifest["counts"]["total_parameters"]
+
+
+def test_training_stops_at_the_first_non_finite_gradient_and_writes_no_model(workflow, tmp_path, capsys):
+    """A base whose weights hold an inf (a corrupted checkpoint) makes the loss NaN: training
+    fails at the first step, with a message, instead of saving NaN weights as a result."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from scripts.train_model import main
+
+    paths = run_paths(workflow)
+    base = tmp_path / "base"
+    shutil.copytree(paths["base"], base)
+    weights = load_file(base / "model.safetensors")
+    norm = next(name for name in weights if name.endswith("norm.weight"))
+    weights[norm][0] = float("inf")
+    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "--spec-json", json.dumps({**paths["train"], "max_steps": 5}), "--base", str(base),
+                "--tokens", *map(str, paths["tokens"]), "--work-dir", str(out / "work"),
+                "--out", str(out / "model"), "--log", str(out / "log.jsonl"), "--manifest", str(out / "m.json"),
+            ]
+        )  # fmt: skip
+    assert "training diverged at step 1: the gradient of" in capsys.readouterr().err
+    assert not (out / "model").exists() and not (out / "m.json").exists()

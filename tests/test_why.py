@@ -65,9 +65,9 @@ def test_a_learning_rate_edit_names_the_key_and_the_steps_after_training(built):
 
 
 def test_an_evaluate_edit_reruns_evaluation_and_the_card(built):
-    replace_in_spec(built, "max_new_tokens: 16", "max_new_tokens: 20")
+    replace_in_spec(built, "batch_size: 128", "batch_size: 64")
     lines = why(built)
-    assert "evaluate.max_new_tokens: 16 -> 20" in lines
+    assert "evaluate.batch_size: 128 -> 64" in lines
     assert reruns(lines) == {"evaluate_model", "model_card", "export_model", "smoke_test"}
     assert reruns(lines) == snakemake_would_run(built)
 
@@ -93,3 +93,11 @@ def test_an_edited_record_names_the_source_and_the_shards(built):
     assert len(removed) == len(added) and 1 <= len(added) <= 2
     assert {"shard_data", "clean_shard", "tokenize_shard", "train_model", "evaluate_model"} <= reruns(out)
     assert reruns(out) == snakemake_would_run(built)
+
+
+def test_a_decoding_edit_also_remerges_since_the_export_carries_the_decoding(built):
+    replace_in_spec(built, "max_new_tokens: 16", "max_new_tokens: 20")
+    lines = why(built)
+    assert "evaluate.max_new_tokens: 16 -> 20" in lines
+    assert reruns(lines) == {"evaluate_model", "merge_model", "model_card", "export_model", "smoke_test"}
+    assert reruns(lines) == snakemake_would_run(built)

@@ -111,7 +111,7 @@ def test_every_manifest_validates(built):
 
 
 def test_editing_evaluate_reruns_only_evaluation(built):
-    edit_spec(built, "evaluate", "max_new_tokens", 20)
+    edit_spec(built, "evaluate", "batch_size", 64)
     ran = jobs_run(snakemake(built, "export"))
     assert ran["evaluate_model"] == 1
     # the card shows the new numbers, so it and the smoke test of the final folder follow
@@ -123,7 +123,8 @@ def test_editing_export_reruns_only_export_steps(built):
     edit_spec(built, "export", "card", {**spec["export"]["card"], "summary": "new words"})
     assert set(jobs_run(snakemake(built, "export"))) == {"model_card", "export_model", "smoke_test", "export"}
     assert "new words" in (built / "results/runs/demo/export/README.md").read_text()
-    edit_spec(built, "export", "max_new_tokens", 12)  # the card documents the spec: it follows
+    prompts = [*spec["export"]["smoke_prompts"], {"prompt": "Spell 7:", "expected": "seven"}]
+    edit_spec(built, "export", "smoke_prompts", prompts)  # the card documents the spec: it follows
     assert set(jobs_run(snakemake(built, "export"))) == {"model_card", "export_model", "smoke_test", "export"}
     edit_spec(built, "export", "dtype", "bf16")
     assert set(jobs_run(snakemake(built, "export"))) == {

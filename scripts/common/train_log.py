@@ -1,4 +1,5 @@
-"""Trainer callbacks of the train step: the JSONL training log and early stopping.
+"""Trainer callbacks of the train step: the JSONL training log, early stopping, and a stop at
+the first non-finite gradient (so NaN weights are never written as a result).
 
 Both are written so that a resumed run behaves like an uninterrupted one: the log continues
 the kept entries (elapsed time included), and early stopping decides from the trainer's own
@@ -65,6 +66,32 @@ def make_callbacks(log_path: Path, elapsed_before: float, patience: int | None, 
             if should_stop(losses, patience, threshold):
                 control.should_training_stop = True
 
+    class FiniteGradients(TrainerCallback):
+        """Fail at the first optimizer step whose gradients hold NaN or inf: the loss diverged (or
+        a setting such as lora.alpha: .inf made it meaningless); the trainer's own log would
+        hide it (logging_nan_inf_filter) and the weights would be saved as NaN."""
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            bad = first_non_finite_gradient(model)
+            if bad:
+                from scripts.common.cli import fail
+
+                fail(
+                    f"training diverged at step {state.global_step + 1}: the gradient of {bad} is not "
+                    "finite (NaN or inf), so no model is written; lower train.learning_rate, check "
+                    "train.lora.alpha and the precision, or set train.max_grad_norm"
+                )
+
     log = JsonlLog()
     log.start = time.perf_counter()
-    return [log] + ([EarlyStopping()] if patience else [])
+    return [log, FiniteGradients()] + ([EarlyStopping()] if patience else [])
+
+
+def first_non_finite_gradient(model) -> str | None:
+    """The name of the first trainable parameter whose gradient holds NaN or inf, or None."""
+    import torch
+
+    grads = [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
+    if not grads or torch.stack([torch.isfinite(g).all() for _, g in grads]).all():
+        return None  # one device sync per step, not one per parameter
+    return next(name for name, g in grads if not torch.isfinite(g).all())
