@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.common.checkpoints import newest_complete, step_of, trim_log
+from scripts.common.checkpoints import is_final, newest_complete, step_of, trim_log
 from scripts.common.cli import fail, json_arg
 from scripts.common.files import atomic_write_text, jsonl_text, read_jsonl
 from scripts.common.launch import is_worker, relaunch
@@ -181,10 +181,31 @@ def prepare_work_dir(work: Path, is_main: bool) -> tuple[Path | None, float]:
         print(f"skipping incomplete checkpoint {folder}", file=sys.stderr)
         shutil.rmtree(folder, ignore_errors=True)
     work_log = work / "log.jsonl"
-    kept = trim_log(read_jsonl(work_log), step_of(resume)) if work_log.exists() and resume else []
+    final = is_final(resume)
+    kept = trim_log(read_jsonl(work_log), step_of(resume), final) if work_log.exists() and resume else []
     atomic_write_text(work_log, jsonl_text(kept))
-    print(f"resuming from step {step_of(resume)} ({resume})" if resume else "starting fresh", file=sys.stderr)
+    if final:
+        print(f"the newest checkpoint is the final step {step_of(resume)}: reloading it", file=sys.stderr)
+    else:
+        print(
+            f"resuming from step {step_of(resume)} ({resume})" if resume else "starting fresh",
+            file=sys.stderr,
+        )
     return resume, max((e.get("elapsed_s", 0.0) for e in kept), default=0.0)
+
+
+def reload_final_checkpoint(trainer, checkpoint: Path):
+    """The model of a finished run, from its final checkpoint, without stepping again: its
+    weights and trainer state are loaded as they were saved (bitwise the uninterrupted model)."""
+    from transformers import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer._load_from_checkpoint(str(checkpoint))  # weights, or the adapter for LoRA/QLoRA
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    summary = [e for e in trainer.state.log_history if "train_loss" in e]
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    loss = summary[-1]["train_loss"] if summary else (losses[-1] if losses else float("nan"))
+    return TrainOutput(trainer.state.global_step, loss, {"train_runtime": 0.0})
 
 
 def rng_neutral_evaluation(trainer) -> None:
@@ -258,7 +279,10 @@ def main(argv=None):
         ),
     )
     rng_neutral_evaluation(trainer)
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if is_final(resume):
+        result = reload_final_checkpoint(trainer, resume)
+    else:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if trainer.is_world_process_zero():
         trainer.save_model(args.out)
         from scripts.common.chat import TemplateError, tokens_chat_template

@@ -25,6 +25,7 @@ TRAIN = {
     "method": "lora",
     "lora": {"r": 16, "alpha": 32, "target_modules": "all-linear"},
     "learning_rate": 3e-3,
+    "lr_scheduler": "constant",  # the last step moves the weights: an extra step would show
     "max_steps": 120,
     "per_device_batch_size": 16,
     "logging_steps": 10,
@@ -194,6 +195,14 @@ def test_killed_training_resumes_to_the_same_weights(workflow):
     fresh = snakemake(workflow, "train", "--forcerun", "train_model")
     assert "starting fresh" in (workflow / "logs/runs/tiny/train_model.log").read_text()
     assert jobs_run(fresh)["train_model"] == 1
+    assert (paths["out"] / "model/adapter_model.safetensors").read_bytes() == resumed_weights
+
+    # rerun with the final checkpoint in the work folder: reloaded, not stepped again
+    again = snakemake(workflow, "train", "--forcerun", "train_model")
+    assert jobs_run(again)["train_model"] == 1
+    assert "is the final step 120: reloading it" in (workflow / "logs/runs/tiny/train_model.log").read_text()
+    manifest = json.loads((paths["out"].parent / "train.manifest.json").read_text())
+    assert (manifest["counts"]["steps"], manifest["counts"]["steps_run"]) == (120, 0)
     assert (paths["out"] / "model/adapter_model.safetensors").read_bytes() == resumed_weights
 
 

@@ -47,10 +47,20 @@ def newest_complete(work_dir: str | Path) -> tuple[Path | None, list[Path]]:
     return None, incomplete
 
 
+def is_final(folder: Path | None) -> bool:
+    """True when the checkpoint is the run's last step: resuming from it must not step again
+    (the trainer's loop checks max_steps only after a step, so it would train one more)."""
+    if folder is None:
+        return False
+    state = json.loads((folder / "trainer_state.json").read_text())
+    return 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
+
+
 def step_of(checkpoint: Path | None) -> int:
     return int(_CHECKPOINT.match(checkpoint.name).group(1)) if checkpoint else 0
 
 
-def trim_log(lines: list[dict], step: int) -> list[dict]:
-    """Log entries up to the resumed step: the rerun writes the later ones (and its summary) again."""
-    return [line for line in lines if line.get("step", 0) <= step and "train_loss" not in line]
+def trim_log(lines: list[dict], step: int, final: bool = False) -> list[dict]:
+    """Log entries up to the resumed step: the rerun writes the later ones (and its summary)
+    again; from the final checkpoint nothing is rerun, so the summary stays."""
+    return [line for line in lines if line.get("step", 0) <= step and (final or "train_loss" not in line)]
