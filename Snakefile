@@ -79,3 +79,16 @@ rule all:
         rules.export.input,
         rules.compare.input,
         all_runs("results/runs/{run}/report/model_card.html"),
+
+
+# A run that starts jobs registers itself until it ends (see live_runs in rules/common.smk).
+onstart:
+    register_run()
+
+
+onsuccess:
+    release_run()
+
+
+onerror:
+    release_run()
