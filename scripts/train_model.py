@@ -20,7 +20,15 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.common.checkpoints import is_final, newest_complete, step_of, trim_log
+from scripts.common.checkpoints import (
+    INPUTS_FILE,
+    inputs_fingerprint,
+    is_final,
+    newest_complete,
+    step_of,
+    trained_from,
+    trim_log,
+)
 from scripts.common.cli import fail, json_arg
 from scripts.common.files import atomic_write_text, jsonl_text, read_jsonl
 from scripts.common.launch import is_worker, relaunch
@@ -171,12 +179,26 @@ def datasets(tokens, train: dict):
     return train_set, Dataset(eval_table)
 
 
-def prepare_work_dir(work: Path, is_main: bool) -> tuple[Path | None, float]:
-    """(checkpoint to resume from, elapsed seconds logged up to it); trims the work log to it."""
+def prepare_work_dir(work: Path, is_main: bool, fingerprint: str) -> tuple[Path | None, float]:
+    """(checkpoint to resume from, elapsed seconds logged up to it); trims the work log to it.
+    Checkpoints trained from other tokens or another base model are discarded, not resumed."""
     work.mkdir(parents=True, exist_ok=True)
     resume, incomplete = newest_complete(work)
+    stale = trained_from(work) not in (None, fingerprint) or (resume and trained_from(work) is None)
+    if stale:
+        resume, incomplete = None, sorted(work.glob("checkpoint-*"))
     if not is_main:
         return resume, 0.0
+    if stale:
+        print(
+            f"the tokens or the base model changed since the checkpoints in {work}: starting fresh",
+            file=sys.stderr,
+        )
+        (work / "log.jsonl").unlink(missing_ok=True)
+        for folder in incomplete:
+            shutil.rmtree(folder, ignore_errors=True)
+        incomplete = []
+    atomic_write_text(work / INPUTS_FILE, fingerprint + "\n")
     for folder in incomplete:  # half-written by a killed job: never resumed from
         print(f"skipping incomplete checkpoint {folder}", file=sys.stderr)
         shutil.rmtree(folder, ignore_errors=True)
@@ -258,7 +280,8 @@ def main(argv=None):
     pin_threads(train["threads"], train["seed"])
     train_set, eval_set = datasets(args.tokens, train)
     work = Path(args.work_dir)
-    resume, elapsed_before = prepare_work_dir(work, int(os.environ.get("RANK", "0")) == 0)
+    fingerprint = inputs_fingerprint(args.tokens, args.base)
+    resume, elapsed_before = prepare_work_dir(work, int(os.environ.get("RANK", "0")) == 0, fingerprint)
     warnings = lr_warnings(train)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)

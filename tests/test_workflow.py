@@ -123,7 +123,7 @@ def test_editing_export_reruns_only_export_steps(built):
     edit_spec(built, "export", "card", {**spec["export"]["card"], "summary": "new words"})
     assert set(jobs_run(snakemake(built, "export"))) == {"model_card", "export_model", "smoke_test", "export"}
     assert "new words" in (built / "results/runs/demo/export/README.md").read_text()
-    prompts = [*spec["export"]["smoke_prompts"], {"prompt": "Spell 7:", "expected": "seven"}]
+    prompts = [*spec["export"]["smoke_prompts"], {"prompt": "Spell 4096:", "expected": "four zero nine six"}]
     edit_spec(built, "export", "smoke_prompts", prompts)  # the card documents the spec: it follows
     assert set(jobs_run(snakemake(built, "export"))) == {"model_card", "export_model", "smoke_test", "export"}
     edit_spec(built, "export", "dtype", "bf16")

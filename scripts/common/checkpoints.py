@@ -47,6 +47,38 @@ def newest_complete(work_dir: str | Path) -> tuple[Path | None, list[Path]]:
     return None, incomplete
 
 
+INPUTS_FILE = "inputs.sha256"
+
+
+def inputs_fingerprint(token_files, base_dir: str | Path) -> str:
+    """sha256 of what the checkpoints were trained from: the token shards' bytes and the base
+    model's files (their sha256 from the base model's manifest when it has one). The work folder
+    is keyed by the spec only, so an edited record or a retrained tokenizer keeps the key:
+    checkpoints from other inputs must not be resumed or reloaded."""
+    import hashlib
+
+    from scripts.common.files import sha256_file
+
+    digest = hashlib.sha256()
+    for path in sorted(map(str, token_files)):
+        digest.update(f"{Path(path).name} {sha256_file(path)}\n".encode())
+    base = Path(base_dir)
+    manifest = base.with_name(base.name + ".manifest.json")
+    if manifest.is_file():
+        for item in json.loads(manifest.read_text())["outputs"]:
+            digest.update(f"{Path(item['path']).name} {item['sha256']}\n".encode())
+    else:
+        for path in sorted(p for p in base.rglob("*") if p.is_file()):
+            digest.update(f"{path.relative_to(base)} {sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def trained_from(work_dir: str | Path) -> str | None:
+    """The inputs fingerprint the work folder's checkpoints were trained from, if recorded."""
+    path = Path(work_dir) / INPUTS_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
 def is_final(folder: Path | None) -> bool:
     """True when the checkpoint is the run's last step: resuming from it must not step again
     (the trainer's loop checks max_steps only after a step, so it would train one more)."""
