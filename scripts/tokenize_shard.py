@@ -4,7 +4,9 @@ Text: trained whole. Prompt/completion: the prompt is tokenized with the tokeniz
 tokens (BOS), the completion without; EOS is appended and kept as a label. Chat: rendered with
 the chat template and tokenized span by span (special tokens come from the template), so
 `prompt_length` (the rendered generation prompt of the last assistant turn) is a token
-boundary. Every text of the shard goes through one batched call of the Rust tokenizer.
+boundary. Every text of the shard goes through one batched call of the Rust tokenizer. A chat
+template that fails or runs past its budget ends the step naming the template (inline, its file
+or the tokenizer's), the record (line in the shard and id) and the reason.
 
     python -m scripts.tokenize_shard --spec-json "$(cat tokenize.json)" --input clean/SHA.jsonl \
         --tokenizer results/models/KEY/model --out tokens/SHA.parquet --manifest tokens/SHA.manifest.json
@@ -30,12 +32,22 @@ IGNORE = -100
 COLUMNS = ("id", "split", "input_ids", "labels", "prompt_length", "prompt", "reference")
 
 
-def template_text(tok: dict, tokenizer, workdir: Path = Path(".")) -> str | None:
+def template_text(tok: dict, tokenizer, workdir: Path = Path(".")) -> tuple[str | None, str]:
+    """(the chat template's text or None, what to call it in messages)."""
     if tok["chat_template"]:
-        return tok["chat_template"]
+        return tok["chat_template"], "the chat template tokenize.chat_template (inline)"
     if tok["chat_template_file"]:
-        return (workdir / tok["chat_template_file"]).read_text(encoding="utf-8")
-    return tokenizer.chat_template
+        text = (workdir / tok["chat_template_file"]).read_text(encoding="utf-8")
+        return text, f"the chat template tokenize.chat_template_file {tok['chat_template_file']!r}"
+    where = tokenizer.chat_template_source or "the tokenizer folder"
+    return tokenizer.chat_template, f"the tokenizer's own chat template ({where})"
+
+
+class RecordError(TemplateError):
+    """A record the chat template cannot render: the message starts with its line and id."""
+
+    def __init__(self, line: int, record: dict, exc: Exception):
+        super().__init__(f"{line}: record {record.get('id')}: {exc}")
 
 
 def plan_record(record: dict, tok: dict, template, special: dict):
@@ -79,11 +91,27 @@ def assemble(segments, ids_per_segment, eos: list[int]) -> tuple[list[int], list
     return ids + eos, labels + eos, prompt_length
 
 
-def tokenize_records(records: list[dict], tokenizer, tok: dict, template_source: str | None = None):
+def plan_records(records: list[dict], tok: dict, template, special: dict) -> list:
+    """plan_record of each record; a template error names the record's line in the shard and id."""
+    plans = []
+    for line, record in enumerate(records, start=1):
+        try:
+            plans.append(plan_record(record, tok, template, special))
+        except TemplateError as exc:
+            raise RecordError(line, record, exc) from None
+    return plans
+
+
+def tokenize_records(
+    records: list[dict],
+    tokenizer,
+    tok: dict,
+    template_source: str | None = None,
+    template_name: str = "the chat template",
+):
     """Columns for the parquet table plus counts (dropped or truncated overlong examples)."""
-    template = compile_template(template_source) if template_source else None
-    special = tokenizer.special
-    plans = [plan_record(r, tok, template, special) for r in records]
+    template = compile_template(template_source, template_name) if template_source else None
+    plans = plan_records(records, tok, template, tokenizer.special)
     eos_id = tokenizer.ids["eos_token"]
     eos = [eos_id] if tok["add_eos"] and eos_id is not None else []
     columns = {name: [] for name in COLUMNS}
@@ -142,8 +170,10 @@ def main(argv=None):
     try:
         tok = check_slice("tokenize", json_arg(args.spec_json))
         tokenizer = load_tokenizer_files(args.tokenizer)
-        source = template_text(tok, tokenizer)
-        columns, dropped, truncated = tokenize_records(read_jsonl(args.input), tokenizer, tok, source)
+        source, name = template_text(tok, tokenizer)
+        columns, dropped, truncated = tokenize_records(read_jsonl(args.input), tokenizer, tok, source, name)
+    except RecordError as exc:
+        fail(f"{args.input}:{exc}")
     except (SpecError, TemplateError, OSError) as exc:
         fail(f"{args.input}: {exc}")
     table = write_parquet(columns, args.out)

@@ -7,8 +7,9 @@ directly: all of them in one child process limited to 2 GiB of address space, ea
 60 s, checking the message and that no other exception (MemoryError, a traceback) came out;
 a few representative ones also run through a real `snakemake -n`, to check the message
 reaches the terminal with a non-zero exit before any job is planned. `data` cases run the
-data step's CLI on a bad file, and `model` cases the base model step's CLI on a bad model
-folder, as the rules do: non-zero exit, the message, no traceback, no manifest left behind.
+data step's CLI on a bad file, `model` cases the base model step's CLI on a bad model
+folder, and `tokenize` cases the tokenize step's CLI on a clean chat shard with a bad chat
+template, as the rules do: non-zero exit, the message, no traceback, no manifest left behind.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def run_case(case: dict, workdir: Path, name: str):
             spec.unlink()
     if case["kind"] == "model":
         return run_model_case(case, workdir, name)
+    if case["kind"] == "tokenize":
+        return run_tokenize_case(case, workdir, name)
     data = workdir / "data" / "bad" / case["file"]
     data.parent.mkdir(parents=True, exist_ok=True)
     if not case.get("absent"):
@@ -127,6 +130,46 @@ def run_model_case(case: dict, workdir: Path, name: str):
         text=True,
     )
     assert not (out / "manifest.json").exists(), "a failed model step left a manifest"
+    return proc
+
+
+CHAT_SHARD = (  # one clean chat record, as clean_shard writes it
+    '{"id": "0123456789abcdef", "split": "train", "messages": [{"role": "user", "content": "Spell 12:"}, '
+    '{"role": "assistant", "content": "one two"}]}\n'
+)
+
+
+def run_tokenize_case(case: dict, workdir: Path, name: str):
+    """The tokenize_shard step on a clean shard (`content`, else CHAT_SHARD) with the case's
+    tokenize section; `files` are written into the workflow folder first (template files)."""
+    for path, text in case.get("files", {}).items():
+        (workdir / path).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / path).write_text(text)
+    out = Path("results") / "bad" / name
+    (workdir / out).mkdir(parents=True, exist_ok=True)
+    (workdir / out / "clean.jsonl").write_text(case.get("content", CHAT_SHARD))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scripts.tokenize_shard",
+            "--spec-json",
+            json.dumps(case["tokenize"]),
+            "--input",
+            str(out / "clean.jsonl"),
+            "--tokenizer",
+            str(REPO / "tests" / "data" / "mismatched_model"),  # its tokenizer is fine
+            "--out",
+            str(out / "tokens.parquet"),
+            "--manifest",
+            str(out / "tokens.manifest.json"),
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,  # a runaway template must be stopped, not waited for
+    )
+    assert not (workdir / out / "tokens.manifest.json").exists(), "a failed tokenize step left a manifest"
     return proc
 
 
@@ -248,6 +291,7 @@ CASE_KEYS = {
     "spec_replace": {"replace"},
     "data": {"file", "source", "content", "hex", "absent"},
     "model": {"model"},
+    "tokenize": {"tokenize", "content", "files"},
 }
 GENERIC = {"error", "invalid", "failed", "not valid", "traceback", "exception"}
 
@@ -259,7 +303,7 @@ def test_every_case_is_named_once_and_expects_a_specific_message():
     numbers, inputs = [], []
     for path in CASES:
         case = load_case(path)
-        match = re.fullmatch(r"(spec|data|model)-(\d{2,})-[a-z0-9]+(?:-[a-z0-9]+)*", path.stem)
+        match = re.fullmatch(r"(spec|data|model|tokenize)-(\d{2,})-[a-z0-9]+(?:-[a-z0-9]+)*", path.stem)
         assert match and case["kind"].startswith(match[1]), path.stem
         numbers.append(int(match[2]))
         assert set(case) <= {"kind", "expect", "pad", *CASE_KEYS[case["kind"]]}, path.stem
@@ -279,7 +323,12 @@ def render_table() -> str:
     for path in CASES:
         case = load_case(path)
         what = (
-            case.get("edit") or case.get("replace") or case.get("model") or case.get("file") or "(whole text)"
+            case.get("edit")
+            or case.get("replace")
+            or case.get("model")
+            or case.get("file")
+            or case.get("tokenize")
+            or "(whole text)"
         )
         if "pad" in case:
             what = f"demo spec padded to {case['pad']} bytes"
@@ -290,8 +339,8 @@ def render_table() -> str:
         "# Bad inputs and their messages",
         "",
         f"{len(CASES)} cases from `tests/bad_inputs/`; `tests/test_bad_inputs.py` checks each fails with",
-        "its message and no Python traceback. Data and model cases run their step's CLI: non-zero",
-        "exit, no manifest left behind. Spec cases are refused by the spec loader at DAG-build time",
+        "its message and no Python traceback. Data, model and tokenize cases run their step's CLI:",
+        "non-zero exit, no manifest left behind. Spec cases are refused by the spec loader at DAG-build time",
         "naming the file (and line), each within 60 s and 2 GiB; four (02, 43, 44, 71) also run",
         "through `snakemake -n`: non-zero exit, the message on the terminal, no job planned.",
         "",
