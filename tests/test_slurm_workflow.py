@@ -229,7 +229,7 @@ def test_cancelled_training_is_retried_and_resumes_from_its_checkpoint(built, pr
     manifest = json.loads((workdir / "results/runs/tiny/train.manifest.json").read_text())
     resumed = manifest["counts"]["resumed_from_step"]
     assert resumed >= int(checkpoint.name.split("-")[1]) and manifest["counts"]["steps"] == 400
-    train_log = (workdir / "logs/runs/tiny/train.log").read_text()
+    train_log = (workdir / "logs/runs/tiny/train_model.log").read_text()
     assert f"resuming from step {resumed}" in train_log, train_log[-3000:]
 
 
@@ -240,7 +240,7 @@ def test_training_with_two_processes_in_one_job(built, profile):
     proc = run_snakemake_slurm(workdir, "train", "--set-resources", *resources, profile=profile)
     assert proc.returncode == 0, proc.stdout[-6000:]
 
-    train_log = (workdir / "logs/runs/tiny/train.log").read_text()
+    train_log = (workdir / "logs/runs/tiny/train_model.log").read_text()
     assert "torch.distributed.run --nproc-per-node=2 --standalone" in train_log, train_log[-3000:]
     manifest = json.loads((workdir / "results/runs/tiny/train.manifest.json").read_text())
     assert manifest["details"]["world_size"] == 2 and manifest["counts"]["steps"] == 6
