@@ -1,9 +1,9 @@
-"""Shared test setup: offline hub, the local SLURM cluster fixture, and a workflow copy fixture."""
+"""Shared test setup: offline hub, the local SLURM cluster (started for the session by
+tests/slurm_fixtures.py), the workflow copy fixtures, and how tests are spread over workers."""
 
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
@@ -14,15 +14,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 pytest_plugins = ["tests.slurm_fixtures", "tests.workflow_fixtures"]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def slurm_controller_answers(request):
-    """Where SLURM's client is installed, every Snakemake start waits up to 10 s for the SLURM
-    plugin's `scontrol show config` unless a controller answers (README: slow start). So on such
-    a machine the test cluster starts first, for every test, and the slurm_cluster fixture stops
-    what it started when the session ends."""
-    if not (shutil.which("scontrol") and os.geteuid() == 0):
-        return
-    try:
-        request.getfixturevalue("slurm_cluster")
-    except (pytest.skip.Exception, pytest.fail.Exception):
-        pass  # the SLURM tests report it; the others only start slower
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) every module runs on one
+    worker, so its module fixtures are built once, and all SLURM tests run on one worker, one at
+    a time, as jobs of one user on the shared test cluster. The longest groups go first (SLURM,
+    then modules with slow tests) so that the short ones fill the gaps at the end."""
+    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    for item in items:
+        group = "slurm" if item.get_closest_marker("slurm") else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(
+        key=lambda item: (not item.get_closest_marker("slurm"), item.module.__name__ not in slow_modules)
+    )

@@ -7,12 +7,12 @@ The cluster comes from ``ci/slurm_cluster.sh`` (see the notes at its top).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,34 +45,91 @@ def running_daemons() -> list[str]:
     return proc.stdout.split()
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[str]:
-    """Start (or reuse) the local SLURM cluster; yield its one-line status.
+# The session's cluster outcome, set by the process that started it (pytest's controller under
+# pytest-xdist) and inherited by the workers: {"status": line} | {"skip": why} | {"fail": why}.
+OUTCOME_ENV = "TUNEMAKE_TEST_SLURM"
+_STARTED = pytest.StashKey[list]()
 
-    Before starting it, the fixture records which of its daemons (munged, mariadbd, slurmdbd,
-    slurmctld, slurmd) are already running; at the end of the session (or when `start` fails)
-    it stops exactly the others, the ones it started, with ``ci/slurm_cluster.sh stop NAME...``,
-    which returns once their processes are gone. A cluster that was already up when the session
-    began is left up, and a fully started one is reused as is (`start` is then quick).
+
+def start_cluster() -> tuple[dict[str, str], list[str]]:
+    """Start (or reuse) the local cluster: its outcome and the daemons this call started.
+
+    The daemons running before are recorded first, so that `stop_daemons` stops exactly the
+    ones started here; a cluster that was already up is left up. A failed start stops what it
+    started and returns {"fail": ...}.
     """
     if os.geteuid() != 0:
-        pytest.skip("needs root: ci/slurm_cluster.sh installs packages and starts SLURM daemons")
+        return {"skip": "needs root: ci/slurm_cluster.sh installs packages and starts SLURM daemons"}, []
     if not (shutil.which("apt-get") or shutil.which("slurmctld")):
-        pytest.skip("needs a Debian-like system (apt-get) to install SLURM")
+        return {"skip": "needs a Debian-like system (apt-get) to install SLURM"}, []
     before = running_daemons()
+    proc = cluster_script("start", timeout=900)
+    started = [name for name in running_daemons() if name not in before]
+    if proc.returncode != 0:
+        stop_daemons(started)
+        return {
+            "fail": f"ci/slurm_cluster.sh start failed (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        }, []
+    return {"status": proc.stdout.strip().splitlines()[-1]}, started
+
+
+def stop_daemons(names: list[str]) -> None:
+    if names:
+        stop = cluster_script("stop", *names)
+        assert stop.returncode == 0, f"ci/slurm_cluster.sh stop failed:\n{stop.stdout}\n{stop.stderr}"
+
+
+def slurm_tests_selected(config: pytest.Config) -> bool:
+    """Whether a `-m` expression could select the SLURM tests (marked slurm and slow)."""
+    markexpr = config.option.markexpr
+    if not markexpr:
+        return True
     try:
-        proc = cluster_script("start", timeout=900)
-        if proc.returncode != 0:
-            pytest.fail(
-                f"ci/slurm_cluster.sh start failed (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}",
-                pytrace=False,
-            )
-        yield proc.stdout.strip().splitlines()[-1]
-    finally:
-        started = [name for name in running_daemons() if name not in before]
-        if started:
-            stop = cluster_script("stop", *started)
-            assert stop.returncode == 0, f"ci/slurm_cluster.sh stop failed:\n{stop.stdout}\n{stop.stderr}"
+        from _pytest.mark.expression import Expression
+
+        return Expression.compile(markexpr).evaluate(lambda name, **_: name in ("slurm", "slow"))
+    except Exception:  # a newer pytest's private API: start it, the slow way is still right
+        return True
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The session's single owner of the cluster starts it before any test (and before
+    pytest-xdist starts its workers, which inherit the outcome through OUTCOME_ENV).
+
+    Where SLURM's client is installed, every Snakemake start waits up to 10 s for the SLURM
+    plugin's `scontrol show config` unless a controller answers (README: slow start), so the
+    cluster runs for the whole session whenever `scontrol` exists or SLURM tests are selected.
+    """
+    if hasattr(config, "workerinput") or OUTCOME_ENV in os.environ:
+        return  # an xdist worker (or a nested pytest): the controller owns the cluster
+    if not (shutil.which("scontrol") or slurm_tests_selected(config)):
+        return
+    outcome, started = start_cluster()
+    config.stash[_STARTED] = started
+    os.environ[OUTCOME_ENV] = json.dumps(outcome)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop exactly the daemons this session started (they are gone when this returns)."""
+    started = config.stash.get(_STARTED, [])
+    if started:
+        os.environ.pop(OUTCOME_ENV, None)
+        stop_daemons(started)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """The local SLURM cluster's one-line status; the session started it (pytest_configure)."""
+    outcome = json.loads(os.environ.get(OUTCOME_ENV, "{}"))
+    if "skip" in outcome:
+        pytest.skip(outcome["skip"])
+    if "fail" in outcome:
+        pytest.fail(outcome["fail"], pytrace=False)
+    if "status" not in outcome:
+        pytest.fail(
+            "the SLURM cluster was not started: run pytest without a -m that deselects slurm", pytrace=False
+        )
+    return outcome["status"]
 
 
 def snakemake_slurm_command(*extra: str, timeout_s: int = SNAKEMAKE_TIMEOUT_S) -> list[str]:

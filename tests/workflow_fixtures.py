@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -52,9 +53,21 @@ def workflow(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_build(tmp_path_factory) -> Path:
-    """The demo built once, untouched: the reference other runs are compared with."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("demo_reference"))
-    snakemake(workdir, "export")
+    """The demo built once per test session, untouched: the reference other runs are compared
+    with (tests copy it before they change anything). Under pytest-xdist the workers share one
+    build: the first to need it builds it under a file lock, the others wait and reuse it."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        workdir = copy_workflow(tmp_path_factory.mktemp("demo_reference"))
+        snakemake(workdir, "export")
+        return workdir
+    workdir = tmp_path_factory.getbasetemp().parent / "demo_reference"  # shared by the workers
+    done = workdir.with_name("demo_reference.done")
+    with open(workdir.with_name("demo_reference.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(workdir, ignore_errors=True)  # a build that failed on another worker
+            snakemake(copy_workflow(workdir), "export")
+            done.touch()
     return workdir
 
 
