@@ -108,7 +108,8 @@ def data_json(wildcards):
 def data_sources(wildcards):
     """Source files; a save_to_disk folder stands for the files in it. A run (or dry run)
     refuses a missing source here: Snakemake alone says nothing when the data built from it
-    exists, and would train on records whose file is gone."""
+    exists, and would train on records whose file is gone. (The workflow's settings are not
+    known yet when it is read, so this cannot happen earlier.)"""
     paths = []
     for index, source in enumerate(DATA[wildcards.dkey]["sources"]):
         folder = Path(source["path"])
@@ -118,7 +119,8 @@ def data_sources(wildcards):
             # (a present file, or --summary, --delete-all-output: those are not refused)
             paths.append(source["path"])
         else:
-            raise WorkflowError(_missing_source(wildcards.dkey, index, source["path"]))
+            _REFUSALS.append(_missing_source(wildcards.dkey, index, source["path"]))
+            raise WorkflowError(_REFUSALS[-1])
     return paths
 
 
@@ -350,20 +352,29 @@ def another_run_message(runs):
     )
 
 
-class _AnotherRun(logging.Filter):
-    """Rewrites Snakemake's lock and incomplete-files refusals while another run is alive."""
+_REFUSALS = []  # messages of refusals raised in input functions, for _Refusals
+
+
+class _Refusals(logging.Filter):
+    """Rewrites Snakemake's lock and incomplete-files refusals while another run is alive, and
+    shows a refusal raised in an input function as its message alone (Snakemake would add the
+    input function's wildcards and a "Traceback:" of rules/common.smk)."""
 
     tunemake = True
     refusals = ("LockException", "IncompleteFilesException")
 
     def filter(self, record):
-        if getattr(record, "exception", None) in self.refusals:
+        exception = getattr(record, "exception", None)
+        if exception in self.refusals:
             runs = live_runs()
             if runs:
                 record.msg, record.args = another_run_message(runs), ()
+        elif exception == "InputFunctionException" and _REFUSALS:
+            if _REFUSALS[-1] in str(record.msg):
+                record.msg, record.args = _REFUSALS[-1], ()
         return True
 
 
 _SNAKEMAKE_LOG = logging.getLogger("snakemake.logging")
 if not any(getattr(f, "tunemake", False) for f in _SNAKEMAKE_LOG.filters):
-    _SNAKEMAKE_LOG.addFilter(_AnotherRun())
+    _SNAKEMAKE_LOG.addFilter(_Refusals())

@@ -19,6 +19,8 @@ def pytest_collection_modifyitems(config, items):
     worker, so its module fixtures are built once, and all SLURM tests run on one worker, one at
     a time, as jobs of one user on the shared test cluster. The longest groups go first (SLURM,
     then modules with slow tests) so that the short ones fill the gaps at the end."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
     slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
     for item in items:
         group = "slurm" if item.get_closest_marker("slurm") else item.module.__name__

@@ -9,7 +9,10 @@ a few representative ones also run through a real `snakemake -n`, to check the m
 reaches the terminal with a non-zero exit before any job is planned. `data` cases run the
 data step's CLI on a bad file, `model` cases the base model step's CLI on a bad model
 folder, and `tokenize` cases the tokenize step's CLI on a clean chat shard with a bad chat
-template, as the rules do: non-zero exit, the message, no traceback, no manifest left behind.
+template, as the rules do: non-zero exit, the message, no traceback, no manifest left behind,
+each within 60 s and 2 GiB of resident memory. `workflow` cases run `snakemake` in a copy of
+the workflow after a setup (a source deleted after its data was built, another run working in
+the folder): non-zero exit, the message, no job started, within the same bounds.
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ import copy
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +34,9 @@ import yaml
 
 from tests.workflow_fixtures import REPO, copy_workflow, jobs_run, snakemake
 
+MEMORY_LIMIT = 2 << 30  # bytes: the spec loader's address space, a step's peak resident memory
+TIME_LIMIT = 60  # seconds per case
+SNAKEMAKE_ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 CASES = sorted((REPO / "tests" / "bad_inputs").glob("*.yaml"))
 DEMO_TEXT = (REPO / "specs" / "demo.yaml").read_text()
 DEMO = yaml.safe_load(DEMO_TEXT)
@@ -74,13 +84,16 @@ def run_case(case: dict, workdir: Path, name: str):
         spec = workdir / "specs" / f"{name}.yaml"
         spec.write_text(spec_text(case))
         try:
-            return snakemake(workdir, "-n", "export", "--config", f"specs=specs/{name}.yaml", check=False)
+            command = [sys.executable, "-m", "snakemake", "--cores", "2", "-n", "export"]
+            return run_measured([*command, "--config", f"specs=specs/{name}.yaml"], workdir, SNAKEMAKE_ENV)
         finally:
             spec.unlink()
     if case["kind"] == "model":
         return run_model_case(case, workdir, name)
     if case["kind"] == "tokenize":
         return run_tokenize_case(case, workdir, name)
+    if case["kind"] == "workflow":
+        return run_workflow_case(case, workdir.parent / name)
     data = workdir / "data" / "bad" / case["file"]
     data.parent.mkdir(parents=True, exist_ok=True)
     if not case.get("absent"):
@@ -88,7 +101,7 @@ def run_case(case: dict, workdir: Path, name: str):
     source = {"path": f"data/bad/{case['file']}", **case["source"]}
     spec_json = yaml.safe_dump({"sources": [source]}, default_flow_style=True, width=10**6)
     manifest = workdir / "results" / "bad" / name / "shards.json"
-    proc = subprocess.run(
+    proc = run_measured(
         [
             sys.executable,
             "-m",
@@ -101,8 +114,6 @@ def run_case(case: dict, workdir: Path, name: str):
             str(manifest),
         ],
         cwd=workdir,
-        capture_output=True,
-        text=True,
     )
     assert not manifest.exists(), "a failed data step left a manifest that looks complete"
     return proc
@@ -110,10 +121,8 @@ def run_case(case: dict, workdir: Path, name: str):
 
 def run_model_case(case: dict, workdir: Path, name: str):
     """The base_model step on a hub id or local folder, as its rule runs it."""
-    import json
-
     out = workdir / "results" / "bad" / name
-    proc = subprocess.run(
+    proc = run_measured(
         [
             sys.executable,
             "-m",
@@ -126,10 +135,55 @@ def run_model_case(case: dict, workdir: Path, name: str):
             str(out / "manifest.json"),
         ],
         cwd=REPO,
-        capture_output=True,
-        text=True,
     )
     assert not (out / "manifest.json").exists(), "a failed model step left a manifest"
+    return proc
+
+
+HOLD_RULE = """
+
+rule hold:
+    output:
+        "results/hold.txt",
+    shell:
+        "touch {output}; sleep 300"
+"""
+
+
+def run_workflow_case(case: dict, workdir: Path):
+    """`snakemake <run>` in a fresh copy of the workflow after the case's setup: `build` these
+    targets first, then `delete` a file, and/or `hold`: another snakemake run has a job in
+    flight in the folder (a rule added to this copy only) while this one starts."""
+    copy_workflow(workdir)
+    env = SNAKEMAKE_ENV
+    command = [sys.executable, "-m", "snakemake", "--cores", "2"]
+    for target in case.get("build", []):
+        snakemake(workdir, target)
+    if "delete" in case:
+        (workdir / case["delete"]).unlink()
+    if not case.get("hold"):
+        proc = run_measured([*command, *case["run"]], workdir, env)
+    else:
+        with open(workdir / "Snakefile", "a") as snakefile:
+            snakefile.write(HOLD_RULE)
+        first = subprocess.Popen(
+            [*command, "results/hold.txt"],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: the kill below takes the job too
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not (workdir / "results/hold.txt").exists():  # its job started (after onstart)
+                assert first.poll() is None and time.monotonic() < deadline, "the first run did not start"
+                time.sleep(0.2)
+            proc = run_measured([*command, *case["run"]], workdir, env)
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert not jobs_run(proc) and "Job stats" not in proc.stdout, "a job was planned"
     return proc
 
 
@@ -148,7 +202,7 @@ def run_tokenize_case(case: dict, workdir: Path, name: str):
     out = Path("results") / "bad" / name
     (workdir / out).mkdir(parents=True, exist_ok=True)
     (workdir / out / "clean.jsonl").write_text(case.get("content", CHAT_SHARD))
-    proc = subprocess.run(
+    proc = run_measured(
         [
             sys.executable,
             "-m",
@@ -164,18 +218,40 @@ def run_tokenize_case(case: dict, workdir: Path, name: str):
             "--manifest",
             str(out / "tokens.manifest.json"),
         ],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=120,  # a runaway template must be stopped, not waited for
+        cwd=workdir,  # a runaway template is killed after TIME_LIMIT (run_measured)
     )
     assert not (workdir / out / "tokens.manifest.json").exists(), "a failed tokenize step left a manifest"
     return proc
 
 
-def _json(flow_yaml: str) -> str:
-    import json
+class Measured(subprocess.CompletedProcess):
+    """A finished step process with its wall time and peak resident memory."""
 
+    seconds: float
+    peak_bytes: int
+
+
+def run_measured(cmd: list[str], cwd: Path, env: dict | None = None) -> Measured:
+    """Run `cmd` (output in .stdout, .stderr empty), killed after TIME_LIMIT s; os.wait4 gives
+    the child's own peak resident memory (and that of the processes it waited for)."""
+    with tempfile.TemporaryFile() as out:
+        start = time.perf_counter()
+        child = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        killer = threading.Timer(TIME_LIMIT, child.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            killer.cancel()
+        child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        result = Measured(cmd, child.returncode, out.read().decode(errors="replace"), "")
+    result.seconds = time.perf_counter() - start
+    result.peak_bytes = usage.ru_maxrss * 1024  # KiB on Linux
+    return result
+
+
+def _json(flow_yaml: str) -> str:
     return json.dumps(yaml.safe_load(flow_yaml))
 
 
@@ -189,8 +265,6 @@ SNAKEMAKE_SPEC_CASES = (
     "spec-43-sweep-escapes-results",
     "spec-71-yaml-alias-bomb",
 )
-MEMORY_LIMIT = 2 << 30  # bytes of address space for the loader's process
-TIME_LIMIT = 60  # seconds per case
 
 
 def refuse_specs(names: list[str], out: str) -> None:
@@ -198,7 +272,6 @@ def refuse_specs(names: list[str], out: str) -> None:
     write {name: {outcome, message, seconds}} and the peak resident memory to `out`."""
     import resource
     import signal
-    import time
     import traceback
 
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
@@ -273,6 +346,7 @@ def test_spec_case_fails_snakemake_before_any_job(name, workdir):
     assert case["expect"] in output, output[-2000:]
     assert "Traceback" not in output
     assert not jobs_run(proc) and "Job stats" not in output, "a job was planned for a refused spec"
+    assert proc.seconds < TIME_LIMIT and proc.peak_bytes < MEMORY_LIMIT, (proc.seconds, proc.peak_bytes)
 
 
 @pytest.mark.parametrize("path", STEP_CASES, ids=[p.stem for p in STEP_CASES])
@@ -283,6 +357,7 @@ def test_bad_input_fails_with_its_message(path, workdir):
     assert proc.returncode != 0, output[-2000:]
     assert case["expect"] in output, output[-2000:]
     assert "Traceback" not in output
+    assert proc.seconds < TIME_LIMIT and proc.peak_bytes < MEMORY_LIMIT, (proc.seconds, proc.peak_bytes)
 
 
 CASE_KEYS = {
@@ -292,6 +367,7 @@ CASE_KEYS = {
     "data": {"file", "source", "content", "hex", "absent"},
     "model": {"model"},
     "tokenize": {"tokenize", "content", "files"},
+    "workflow": {"build", "delete", "hold", "run"},
 }
 GENERIC = {"error", "invalid", "failed", "not valid", "traceback", "exception"}
 
@@ -303,7 +379,9 @@ def test_every_case_is_named_once_and_expects_a_specific_message():
     numbers, inputs = [], []
     for path in CASES:
         case = load_case(path)
-        match = re.fullmatch(r"(spec|data|model|tokenize)-(\d{2,})-[a-z0-9]+(?:-[a-z0-9]+)*", path.stem)
+        match = re.fullmatch(
+            r"(spec|data|model|tokenize|workflow)-(\d{2,})-[a-z0-9]+(?:-[a-z0-9]+)*", path.stem
+        )
         assert match and case["kind"].startswith(match[1]), path.stem
         numbers.append(int(match[2]))
         assert set(case) <= {"kind", "expect", "pad", *CASE_KEYS[case["kind"]]}, path.stem
@@ -317,6 +395,16 @@ def test_every_case_is_named_once_and_expects_a_specific_message():
 DOC = REPO / "docs" / "bad-inputs.md"
 
 
+def workflow_setup(case: dict) -> str:
+    """A workflow case's input, as the docs table says it."""
+    if case["kind"] != "workflow":
+        return ""
+    steps = [f"snakemake {target}" for target in case.get("build", [])]
+    steps += [f"rm {case['delete']}"] if "delete" in case else []
+    steps += ["while another snakemake run works on results/hold.txt"] if case.get("hold") else []
+    return "; ".join([*steps, "snakemake " + " ".join(case["run"])])
+
+
 def render_table() -> str:
     """docs/bad-inputs.md: every case with the message a user sees (regenerate: python -m tests.test_bad_inputs)."""
     rows = []
@@ -328,6 +416,7 @@ def render_table() -> str:
             or case.get("model")
             or case.get("file")
             or case.get("tokenize")
+            or workflow_setup(case)
             or "(whole text)"
         )
         if "pad" in case:
@@ -339,10 +428,11 @@ def render_table() -> str:
         "# Bad inputs and their messages",
         "",
         f"{len(CASES)} cases from `tests/bad_inputs/`; `tests/test_bad_inputs.py` checks each fails with",
-        "its message and no Python traceback. Data, model and tokenize cases run their step's CLI:",
-        "non-zero exit, no manifest left behind. Spec cases are refused by the spec loader at DAG-build time",
-        "naming the file (and line), each within 60 s and 2 GiB; four (02, 43, 44, 71) also run",
-        "through `snakemake -n`: non-zero exit, the message on the terminal, no job planned.",
+        "its message and no Python traceback, each within 60 s and 2 GiB. Data, model and tokenize cases",
+        "run their step's CLI: non-zero exit, no manifest left behind. Spec cases are refused by the spec",
+        "loader at DAG-build time naming the file (and line); four (02, 43, 44, 71) also run through",
+        "`snakemake -n`: non-zero exit, the message on the terminal, no job planned. Workflow cases run",
+        "`snakemake` in a workflow folder after their setup: non-zero exit, the message, no job started.",
         "",
         "| case | kind | input | message (excerpt) |",
         "|---|---|---|---|",
