@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: export test test-fast lint bench clean venv
+.PHONY: export verify test test-fast lint bench clean venv
 
 venv: $(VENV)/.installed
 
@@ -22,6 +22,11 @@ $(VENV)/.installed: requirements.txt
 export: venv
 	$(BIN)/snakemake export --cores $(CORES)
 
+# Rebuild in a clean copy and compare with tunemake.lock (README: Publish a result).
+VERIFY_UNTIL ?= smoke_test
+verify: venv
+	$(BIN)/snakemake verify --cores $(CORES) --config verify_until=$(VERIFY_UNTIL)
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -30,10 +35,10 @@ lint: venv
 
 # Tests run on $(CORES) pytest-xdist workers; each module stays on one worker (tests/conftest.py).
 test: lint
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(CORES) --dist loadgroup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(CORES) --dist loadgroup --no-loadscope-reorder
 
 test-fast: venv
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(CORES) --dist loadgroup -m "not slow"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(CORES) --dist loadgroup --no-loadscope-reorder -m "not slow"
 
 # Every bench prints its ratios against a baseline timed in the same run (README: Benchmarks).
 # report_screenshot needs Debian's chromium; gpu_qlora says so and exits where no GPU is present.

@@ -5,6 +5,9 @@ snakemake evaluate    # stop after evaluation
 snakemake data        # stop after tokenization
 snakemake compare     # every run's metrics side by side, loss and metric plots
 snakemake && snakemake --report report.html   # all of the above, then the HTML report
+snakemake lock        # tunemake.lock: the sha256 of every step's outputs (after export)
+snakemake verify      # rebuild in a clean copy and compare with tunemake.lock
+snakemake archive     # tunemake-archive.tar.gz: code, specs, data, lock, pins
 """
 
 from snakemake.utils import min_version
@@ -23,6 +26,7 @@ include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/export.smk"
 include: "rules/why.smk"
+include: "rules/publish.smk"
 
 
 localrules:
@@ -34,6 +38,9 @@ localrules:
     report_page,
     push_to_hub,
     why,
+    lock,
+    verify,
+    archive,
     export,
     evaluate,
     train,

@@ -40,6 +40,9 @@ except SpecError as exc:
     raise WorkflowError(f"invalid spec:\n{exc}") from None
 
 ENV = "results/environment.json"
+LOCK = (
+    "tunemake.lock"  # beside the specs: `snakemake lock`, checked by `snakemake verify`
+)
 CONDA_ENV = "../environment.yml"  # used with --sdm conda; relative to rules/
 # Jobs run `python` from the environment Snakemake runs in, so `.venv/bin/snakemake` works
 # without activating the venv; inside a conda or container environment, that one's `python`.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -104,9 +105,15 @@ def provenance(train: dict, base: dict, data: dict) -> str:
     }[source]
     return f"""- base model: {described}
 - data sources:{sources}
-- tokenized shards: {", ".join(i["sha256"][:12] for i in train["inputs"])}
+- tokenized shards (sha256): {", ".join(i["sha256"][:12] for i in train["inputs"] if i["path"].endswith(".parquet"))}
+- trained weights: {weights_line(train)}
 - packages: {", ".join(f"{k} {v}" for k, v in sorted(prov["packages"].items()))}
 - device: {prov["device"]}, python: {prov["python"]}, git commit: {prov["git_commit"]}"""
+
+
+def weights_line(train: dict) -> str:
+    files = [o for o in train["outputs"] if o["path"].endswith(".safetensors")]
+    return ", ".join(f"{Path(o['path']).name} sha256 {o['sha256']}" for o in files)
 
 
 def render_card(export: dict, run: str, spec: dict, report: dict, train: dict, base: dict, data: dict) -> str:
@@ -142,6 +149,10 @@ def render_card(export: dict, run: str, spec: dict, report: dict, train: dict, b
 ## Provenance
 
 {provenance(train, base, data)}
+
+To check these bytes: `snakemake lock` writes `tunemake.lock` (the sha256 of every file every step
+wrote, with the package versions, device, threads and seeds), and `snakemake verify` rebuilds the
+run in a clean copy and compares every file with it (README: Publish a result).
 """
 
 

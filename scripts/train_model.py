@@ -14,6 +14,7 @@ training log and a manifest. With --nproc or --nodes above 1 it restarts itself 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -308,6 +309,7 @@ def main(argv=None):
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if trainer.is_world_process_zero():
         trainer.save_model(args.out)
+        sort_target_modules(Path(args.out) / "adapter_config.json")
         from scripts.common.chat import TemplateError, tokens_chat_template
 
         try:  # the template the tokens were rendered with goes with the model into every export
@@ -324,6 +326,16 @@ def main(argv=None):
         file=sys.stderr,
         flush=True,
     )
+
+
+def sort_target_modules(adapter_config: Path) -> None:
+    """PEFT writes the resolved target_modules from a set, in an order that follows Python's
+    string hash seed: sorted here, so that two builds write the same bytes (tunemake.lock)."""
+    if adapter_config.is_file():
+        config = json.loads(adapter_config.read_text())
+        if isinstance(config.get("target_modules"), list):
+            config["target_modules"] = sorted(config["target_modules"])
+            atomic_write_text(adapter_config, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def write_train_manifest(args, train, trainer, result, log, facts, eval_set, total_s):

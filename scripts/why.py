@@ -20,19 +20,7 @@ from pathlib import Path
 
 from scripts.common.files import sha256_file
 from scripts.common.spec import SpecError, load_specs
-from scripts.common.steps import downstream, manifest_of, run_steps, step_slices
-
-# The per-run manifests a build leaves (the shared ones are found through their inputs).
-RUN_MANIFESTS = (
-    "train",
-    "evaluate",
-    "merged",
-    "adapter",
-    "model_card",
-    "export",
-    "smoke_test",
-    "push_to_hub",
-)
+from scripts.common.steps import RUN_MANIFESTS, downstream, manifest_of, run_steps, step_slices
 
 
 def diff(old, new, prefix: str) -> list[str]:

@@ -30,6 +30,18 @@ READS = {
     "push_to_hub": ["export_model", "smoke_test"],
 }
 STEP_ORDER = list(READS)
+# The manifests a run's build leaves under results/runs/<run>/ (`<name>.manifest.json`); the
+# shared data, model and token manifests are found through their inputs.
+RUN_MANIFESTS = (
+    "train",
+    "evaluate",
+    "merged",
+    "adapter",
+    "model_card",
+    "export",
+    "smoke_test",
+    "push_to_hub",
+)
 # The model card shows the run's whole compiled spec: any edit rewrites it.
 READS_WHOLE_SPEC = {"model_card"}
 # The folder(s) each export format is assembled from, and the step that writes each.

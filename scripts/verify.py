@@ -1,0 +1,169 @@
+"""Rebuild what the lock file names in a clean copy of the workflow and compare, file by file.
+
+    python -m scripts.verify --lock tunemake.lock                      # every step
+    python -m scripts.verify --lock tunemake.lock --until tokenize_shard   # data only, cheaper
+
+Run by `snakemake verify` (`--config verify_until=<step>`). The copy holds the workflow code,
+the locked specs and their data sources, nothing of results/; Snakemake builds there exactly
+the manifests the lock lists for the steps checked, then the copy's own lock is compared with
+this one. Prints a table (step, file, expected sha256, got, match) and exits 1 on a mismatch,
+naming the first step whose outputs differ and what differs in the provenance (packages,
+python, device, code); a lock whose environment differs fails too, even if every file matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from scripts.common.cli import fail
+from scripts.common.lockfile import code_digest, compare, environment_differences, parse, rebuilt, sha256_of
+from scripts.common.steps import STEP_ORDER
+
+# What a clean copy needs besides the specs and data sources (profiles/default: the same
+# command-line defaults as here).
+COPY_PARTS = ("Snakefile", "rules", "scripts", "schemas", "report", "profiles", "environment.yml")
+NOT_REBUILT = {"push_to_hub"}  # a hub push is not rebuilt: it would publish again
+
+
+def checked_steps(until: str) -> list[str]:
+    if until not in STEP_ORDER:
+        guess = difflib.get_close_matches(until, STEP_ORDER, n=1)
+        hint = f"did you mean '{guess[0]}'?" if guess else f"one of: {', '.join(STEP_ORDER)}"
+        fail(f"verify_until: unknown step '{until}'; {hint}")
+    return [s for s in STEP_ORDER[: STEP_ORDER.index(until) + 1] if s not in NOT_REBUILT]
+
+
+def source_differences(lock: dict, root: Path) -> list[str]:
+    lines = []
+    for path, want in sorted(lock["sources"].items()):
+        file = root / path
+        if not file.is_file():
+            lines.append(f"data source {path}: missing here (the lock has sha256 {want.get('sha256')})")
+        elif sha256_of(file) != want.get("sha256"):
+            lines.append(
+                f"data source {path}: sha256 {sha256_of(file)} here, {want.get('sha256')} in the lock"
+            )
+    return lines
+
+
+def make_copy(lock: dict, root: Path, dest: Path) -> None:
+    for part in COPY_PARTS:
+        src = root / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.is_file():
+            shutil.copy2(src, dest / part)
+    files = [run["spec"] for run in lock["runs"].values()] + list(lock["sources"])
+    for path in files:
+        (dest / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / path, dest / path)
+
+
+def rebuild(lock: dict, copy: Path, steps: list[str], cores: int) -> subprocess.CompletedProcess:
+    """Snakemake in the copy, on what the lock lists for `steps`."""
+    env = dict(os.environ)
+    if code_digest(copy) == lock["code"]["sha256"] and lock["code"].get("git_commit"):
+        env["TUNEMAKE_GIT_COMMIT"] = lock["code"]["git_commit"]  # the same code: the same cards
+    # `data` (every run's tokens and audit: the per-shard steps hang off a checkpoint, so their
+    # manifests cannot be asked for directly), then each run's own manifests of the steps checked
+    targets = ["data"] + sorted(
+        p for p, a in lock["artifacts"].items() if a["step"] in steps and p.startswith("results/runs/")
+    )
+    with open(copy / "verify.log", "w") as log:
+        return subprocess.run(
+            [sys.executable, "-m", "snakemake", "--cores", str(cores), *targets],
+            cwd=copy,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def short(value: dict) -> str:
+    if "volatile" in value:
+        return f"({value['volatile']})"
+    return "missing" if "missing" in value else value["sha256"][:16]
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["step | file | expected sha256 | got | match", "---|---|---|---|---"]
+    for row in rows:
+        match = {True: "yes", False: "NO", None: "not compared"}[row["match"]]
+        lines.append(
+            f"{row['step']} | {row['file']} | {short(row['expected'])} | {short(row['got'])} | {match}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--lock", required=True)
+    parser.add_argument("--until", default=STEP_ORDER[-1], help="the last step to rebuild and compare")
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--keep", action="store_true", help="keep the clean copy (its path is printed)")
+    args = parser.parse_args(argv)
+    steps = checked_steps(args.until)
+    try:
+        lock = parse(Path(args.lock).read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"{args.lock}: cannot read the lock file ({exc}); write it with `snakemake lock`")
+    sources = source_differences(lock, Path("."))
+    if sources:
+        fail(
+            "verify: the data sources differ from the lock's, so nothing was rebuilt:\n  "
+            + "\n  ".join(sources)
+        )
+    copy = Path(tempfile.mkdtemp(prefix="tunemake-verify-"))
+    print(f"verify: rebuilding {', '.join(steps)} in a clean copy, {copy} (log: {copy / 'verify.log'})")
+    try:
+        make_copy(lock, Path("."), copy)
+        proc = rebuild(lock, copy, steps, args.cores)
+        if proc.returncode != 0:
+            tail = (copy / "verify.log").read_text(errors="replace")[-3000:]
+            fail(f"verify: the rebuild failed (exit {proc.returncode}); the end of its log:\n{tail}")
+        got = rebuilt(copy, lock)
+    finally:
+        if not args.keep:
+            shutil.rmtree(copy, ignore_errors=True)
+    rows = compare(lock, got, set(steps))
+    print(table(rows))
+    provenance = environment_differences(lock, got)
+    bad = [row for row in rows if row["match"] is False]
+    if bad:
+        first = bad[0]
+        lines = [
+            f"verify: FAILED: {len(bad)} of {len(rows)} files differ; the first is at step {first['step']}: "
+            f"{first['file']} has sha256 {short(first['got'])}, the lock says {short(first['expected'])}."
+        ]
+        lines.append(
+            "What differs in its provenance:\n  " + "\n  ".join(provenance)
+            if provenance
+            else "Its provenance matches the lock (packages, python, device, code): a file was changed "
+            "after its step wrote it, or the step is not deterministic here."
+        )
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(1)
+    if provenance:
+        print(
+            "verify: FAILED: every file matches, but the environment differs from the lock's:\n  "
+            + "\n  ".join(provenance),
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    compared = sum(1 for row in rows if row["match"])
+    print(
+        f"verify: OK: {compared} files of {len(steps)} steps match the lock ({len(rows) - compared} not compared)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Publish a result (README): `snakemake lock`, `snakemake verify` and `snakemake archive` on the
+built demo, as a user runs them (the lock's determinism across two clean builds is checked in
+tests/test_reliability.py, which builds the demo twice)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.workflow_fixtures import REPO, snakemake
+
+pytestmark = pytest.mark.slow
+# What a user's checkout has besides what the other tests copy (the archive carries them).
+USER_PARTS = ("profiles", "Makefile", "requirements.txt", "pyproject.toml")
+
+
+def copy_built(demo_build: Path, dest: Path) -> Path:
+    shutil.copytree(demo_build, dest, symlinks=True)
+    for part in USER_PARTS:
+        src = REPO / part
+        shutil.copytree(src, dest / part) if src.is_dir() else shutil.copy2(src, dest / part)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def locked(demo_build, tmp_path_factory) -> Path:
+    workdir = copy_built(demo_build, tmp_path_factory.mktemp("publish") / "wf")
+    proc = snakemake(workdir, "lock")
+    assert "rule lock" in proc.stderr and "rule train_model" not in proc.stderr, "lock rebuilt the demo"
+    return workdir
+
+
+def verify(workdir: Path, until: str | None = None):
+    args = ("verify", "--config", f"verify_until={until}") if until else ("verify",)
+    proc = snakemake(workdir, *args, check=False)
+    return proc, proc.stdout + proc.stderr
+
+
+def test_the_lock_lists_every_step_with_its_files_hashes_and_provenance(locked):
+    lock = yaml.safe_load((locked / "tunemake.lock").read_text())
+    run = lock["runs"]["demo"]
+    assert run["seeds"] == {"model": 0, "train": 0, "evaluate": 0} and run["threads"] == 2
+    steps = {a["step"] for a in lock["artifacts"].values()}
+    assert set(run["steps"]) == steps
+    assert {"shard_data", "tokenize_shard", "train_model", "merge_model", "export_model"} <= steps
+    shards = [p for p, a in lock["artifacts"].items() if a["step"] == "tokenize_shard"]
+    assert len(shards) == 4
+    for entry in lock["artifacts"].values():
+        for path, described in entry["outputs"].items():
+            if "volatile" not in described:
+                assert described["bytes"] == (locked / path).stat().st_size, path
+                assert len(described["sha256"]) == 64, path
+    assert lock["sources"]["data/demo/spell_digits.jsonl"]["bytes"] > 0
+    assert lock["environment"]["packages"]["torch"].startswith("2.13.0")
+    assert lock["environment"]["device"]["type"] == "cpu"
+
+
+def test_verify_rebuilds_the_untouched_demo_and_every_file_matches(locked):
+    proc, output = verify(locked)
+    assert proc.returncode == 0, output[-4000:]
+    assert "step | file | expected sha256 | got | match" in output
+    assert "train_model | results/runs/demo/train/model/adapter_model.safetensors |" in output
+    assert "verify: OK: 40 files of 12 steps match the lock (1 not compared)" in output
+    assert " | NO" not in output
+
+
+def test_verify_names_the_step_and_file_of_a_token_shard_changed_by_one_byte(demo_build, tmp_path):
+    workdir = copy_built(demo_build, tmp_path / "wf")
+    shard = sorted((workdir / "results" / "tokens").glob("*/*.parquet"))[0]
+    stat, data = shard.stat(), bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # Snakemake sees nothing new
+    snakemake(workdir, "lock")
+    proc, output = verify(workdir, "tokenize_shard")
+    assert proc.returncode != 0, output[-4000:]
+    relative = shard.relative_to(workdir).as_posix()
+    assert f"verify: FAILED: 1 of 18 files differ; the first is at step tokenize_shard: {relative}" in output
+    assert "Its provenance matches the lock" in output
+    assert f"tokenize_shard | {relative} |" in output and "| NO" in output
+
+
+def test_verify_fails_when_the_lock_was_made_with_another_package_version(locked, tmp_path):
+    workdir = tmp_path / "wf"
+    shutil.copytree(locked, workdir, symlinks=True)
+    lock = workdir / "tunemake.lock"
+    text = lock.read_text()
+    assert "    transformers: 5.24.0\n" in text
+    lock.write_text(text.replace("    transformers: 5.24.0\n", "    transformers: 4.0.0\n"))
+    proc, output = verify(workdir, "shard_data")
+    assert proc.returncode != 0, output[-4000:]
+    assert "verify: FAILED: every file matches, but the environment differs from the lock's" in output
+    assert "package transformers: 4.0.0 in the lock, 5.24.0 here" in output
+
+
+def test_an_unknown_verify_step_is_refused_with_a_suggestion(locked):
+    proc, output = verify(locked, "tokenise_shard")
+    assert proc.returncode != 0
+    assert "verify_until: unknown step 'tokenise_shard'; did you mean 'tokenize_shard'?" in output
+    assert "rebuilding" not in output
+
+
+def test_the_archive_unpacks_elsewhere_and_verifies_there(locked, tmp_path):
+    snakemake(locked, "archive")
+    tarball = locked / "tunemake-archive.tar.gz"
+    first = tarball.read_bytes()
+    snakemake(locked, "archive", "--forcerun", "archive")
+    assert tarball.read_bytes() == first, "the archive is not deterministic"
+    with tarfile.open(tarball) as tar:
+        names = set(tar.getnames())
+        tar.extractall(tmp_path, filter="data")
+    unpacked = tmp_path / "tunemake-archive"
+    expected = {"README.md", "tunemake.lock", "Snakefile", "Makefile", "requirements.txt", "environment.yml"}
+    expected |= {"specs/demo.yaml", "data/demo/spell_digits.jsonl", "rules/publish.smk", "scripts/verify.py"}
+    assert {f"tunemake-archive/{name}" for name in expected} <= names
+    assert not any("/results/" in n or "/tests/" in n or "__pycache__" in n for n in names)
+    readme = (unpacked / "README.md").read_text()
+    assert "make verify" in readme and "make export" in readme
+    assert (unpacked / "tunemake.lock").read_text() == (locked / "tunemake.lock").read_text()
+    proc, output = verify(unpacked, "tokenize_shard")
+    assert proc.returncode == 0, output[-4000:]
+    assert "verify: OK: 18 files of 4 steps match the lock" in output
+    assert not (unpacked / "results" / "runs").exists(), "verify trained in the archive's folder"
