@@ -3,9 +3,9 @@
 
 rule lock:
     input:
-        ENV,
-        all_runs("results/runs/{run}/smoke_test.manifest.json"),
-        all_runs("results/runs/{run}/export.manifest.json"),
+        environment=ENV,
+        runs=all_runs("results/runs/{run}/smoke_test.manifest.json"),
+        exports=all_runs("results/runs/{run}/export.manifest.json"),
     output:
         LOCK,
     log:
@@ -15,7 +15,7 @@ rule lock:
     params:
         specs=SPEC_FILES,
     shell:
-        "python -m scripts.lock --specs {params.specs:q} --environment {ENV:q} --out {output:q} > {log:q} 2>&1"
+        "python -m scripts.lock --specs {params.specs:q} --environment {input.environment:q} --out {output:q} > {log:q} 2>&1"
 
 
 # No input or output: it always runs, and never rebuilds the lock it checks (an unpacked
