@@ -33,12 +33,12 @@ lint: venv
 	$(BIN)/snakefmt --check Snakefile rules/
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --lint
 
-# Tests run on $(CORES) pytest-xdist workers; each module stays on one worker (tests/conftest.py).
+# Tests run on $(CORES) pytest-xdist workers, a module on one worker (tests/conftest.py).
 test: lint
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(CORES) --dist loadgroup --no-loadscope-reorder
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(CORES) --dist loadscope --no-loadscope-reorder
 
 test-fast: venv
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(CORES) --dist loadgroup --no-loadscope-reorder -m "not slow"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(CORES) --dist loadscope --no-loadscope-reorder -m "not slow"
 
 # Every bench prints its ratios against a baseline timed in the same run (README: Benchmarks).
 # report_screenshot needs Debian's chromium; gpu_qlora says so and exits where no GPU is present.
