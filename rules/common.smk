@@ -104,6 +104,12 @@ def slice_file(value):
     return f"@{path}"
 
 
+def tokens_file(wildcards, input):
+    """params: the token shards as a JSON list file (`@results/slices/<sha256>.json`); 4096
+    shard paths on the command line would pass the shell's 128 KB limit."""
+    return slice_file(list(input.tokens))
+
+
 def data_json(wildcards):
     return slice_file(DATA[wildcards.dkey])
 

@@ -90,9 +90,10 @@ rule audit_data:
         CONDA_ENV
     params:
         spec=audit_json,
+        tokens=tokens_file,
     shell:
         """
-        python -m scripts.audit_data --spec-json {params.spec:q} --tokens {input.tokens:q} \
+        python -m scripts.audit_data --spec-json {params.spec:q} --tokens {params.tokens:q} \
             --tokenizer {input.model:q} --manifest {output.manifest:q} \
             --examples {output.examples:q} --environment {input.env:q} >{log:q} 2>&1
         """

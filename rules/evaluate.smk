@@ -19,13 +19,14 @@ rule evaluate_model:
     threads: run_threads
     params:
         spec=run_slice("evaluate_model"),
+        tokens=tokens_file,
         method=run_method,
         out_dir="results/runs/{run}/evaluate",
     shell:
         """
         python -m scripts.evaluate_model --spec-json {params.spec:q} --method {params.method:q} \
             --base {input.base:q} --tuned {input.tuned:q} --train-manifest {input.train_manifest:q} \
-            --tokens {input.tokens:q} --out-dir {params.out_dir:q} --manifest {output.manifest:q} \
+            --tokens {params.tokens:q} --out-dir {params.out_dir:q} --manifest {output.manifest:q} \
             --run {wildcards.run:q} --threads {threads} --environment {input.env:q} >{log:q} 2>&1
         """
 

@@ -26,12 +26,13 @@ rule train_model:
         nodes=1,
     params:
         spec=run_slice("train_model"),
+        tokens=tokens_file,
         work_dir=run_work_dir,
     shell:
         """
         python -m scripts.train_model --nproc {resources.nproc} --nodes {resources.nodes} \
             --spec-json {params.spec:q} --base {input.base:q} \
-            --tokens {input.tokens:q} --work-dir {params.work_dir:q} --out {output.model:q} \
+            --tokens {params.tokens:q} --work-dir {params.work_dir:q} --out {output.model:q} \
             --log {output.log:q} --manifest {output.manifest:q} --audit {input.audit:q} \
             --environment {input.env:q} >{log:q} 2>&1
         """

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from scripts.common.audit import CHECKS, IGNORE, audit
 from scripts.common.chat import load_tokenizer_files
-from scripts.common.cli import fail, json_arg
+from scripts.common.cli import fail, json_arg, path_list
 from scripts.common.files import atomic_write_text, read_json
 from scripts.common.manifest import write_manifest
 from scripts.common.spec import SpecError, check_slice
@@ -123,6 +123,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    args.tokens = path_list(args.tokens)
     start = time.perf_counter()
     try:
         tok = check_slice("tokenize", json_arg(args.spec_json))

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.common.cli import fail, json_arg
+from scripts.common.cli import fail, json_arg, path_list
 from scripts.common.evaluation import (
     build_report,
     loss_metrics,
@@ -111,7 +111,9 @@ def parse_args(argv):
     parser.add_argument("--base", required=True, help="base model folder")
     parser.add_argument("--tuned", required=True, help="the trained model or adapter folder")
     parser.add_argument("--train-manifest", required=True)
-    parser.add_argument("--tokens", nargs="+", required=True, help="token parquet shards")
+    parser.add_argument(
+        "--tokens", nargs="+", required=True, help="token parquet shards, or @file: a JSON list of them"
+    )
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--manifest", required=True, help="evaluate.manifest.json beside --out-dir")
     parser.add_argument("--run", required=True)
@@ -122,6 +124,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    args.tokens = path_list(args.tokens)
     start = time.perf_counter()
     try:
         ev = check_slice("evaluate", json_arg(args.spec_json))

@@ -30,7 +30,7 @@ from scripts.common.checkpoints import (
     trained_from,
     trim_log,
 )
-from scripts.common.cli import fail, json_arg
+from scripts.common.cli import fail, json_arg, path_list
 from scripts.common.files import atomic_write_text, jsonl_text, read_jsonl
 from scripts.common.launch import is_worker, relaunch
 from scripts.common.manifest import write_manifest
@@ -248,7 +248,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec-json", required=True, help="the train section as JSON")
     parser.add_argument("--base", required=True, help="base model folder")
-    parser.add_argument("--tokens", nargs="+", required=True, help="token parquet shards")
+    parser.add_argument(
+        "--tokens", nargs="+", required=True, help="token parquet shards, or @file: a JSON list of them"
+    )
     parser.add_argument("--work-dir", required=True, help="checkpoints (keyed by the train key)")
     parser.add_argument("--out", required=True, help="model or adapter folder to write")
     parser.add_argument("--log", required=True, help="log.jsonl to write")
@@ -264,6 +266,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    args.tokens = path_list(args.tokens)
     if (args.nproc > 1 or args.nodes > 1) and not is_worker():
         relaunch(sys.argv[1:] if argv is None else list(argv), args.nproc, args.nodes, args.mpi)
     start = time.perf_counter()

@@ -43,3 +43,22 @@ def test_a_thousand_sources_and_a_200_kb_card_run(workflow):
     commands = re.findall(r"^\s*python -m scripts\.\w+ .*$", plan, re.MULTILINE)
     assert {"model_card", "train_model", "merge_model"} <= {c.split()[2].split(".")[1] for c in commands}
     assert max(map(len, commands)) < 4000, "a spec slice is on the command line"
+
+
+def test_the_steps_that_read_every_token_shard_get_them_as_one_list_file(demo_build, tmp_path):
+    """train_model, evaluate_model and audit_data read every shard of a run: 4096 shard paths
+    (num_shards' maximum) on one command line would be about 250 KB, so they go as a JSON list
+    file too. The dry run prints the commands Snakemake would run."""
+    import shutil
+
+    workdir = tmp_path / "demo"
+    shutil.copytree(demo_build, workdir, symlinks=True)
+    proc = snakemake(workdir, "-n", "-p", "export", "--forcerun", "audit_data")
+    output = proc.stdout + proc.stderr
+    shards = sorted(str(p.relative_to(workdir)) for p in (workdir / "results/tokens").glob("*/*.parquet"))
+    assert len(shards) == 4
+    for script in ("audit_data", "train_model", "evaluate_model"):
+        (command,) = re.findall(rf"python -m scripts\.{script} .*?>logs/\S+ 2>&1", output, re.DOTALL)
+        assert ".parquet" not in command, command
+        (listed,) = re.findall(r"--tokens @(results/slices/[0-9a-f]{64}\.json)", command)
+        assert sorted(json.loads((workdir / listed).read_text())) == shards

@@ -19,6 +19,15 @@ def json_arg(value: str):
     return json.loads(value)
 
 
+def path_list(values: list[str]) -> list[str]:
+    """Paths given one by one or, as `@path`, in a JSON list file: the rules pass the token
+    shards by file (up to 4096 of them would pass the shell's 128 KB command limit)."""
+    paths = []
+    for value in values:
+        paths += json_arg(value) if value.startswith("@") else [value]
+    return paths
+
+
 def fail(message: str, code: int = 2):
     """End a script with a one-paragraph error for the user (no traceback).
 
