@@ -112,7 +112,7 @@ def provenance(train: dict, base: dict, data: dict) -> str:
 
 
 def weights_line(train: dict) -> str:
-    files = [o for o in train["outputs"] if o["path"].endswith(".safetensors")]
+    files = [o for o in train.get("outputs", []) if o["path"].endswith(".safetensors")]
     return ", ".join(f"{Path(o['path']).name} sha256 {o['sha256']}" for o in files)
 
 
