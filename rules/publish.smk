@@ -28,8 +28,9 @@ rule verify:
     params:
         lock=LOCK,
         until=config.get("verify_until", "smoke_test"),
+        keep="--keep" if config.get("verify_keep") else "",
     shell:
-        "python -m scripts.verify --lock {params.lock:q} --until {params.until:q} "
+        "python -m scripts.verify --lock {params.lock:q} --until {params.until:q} {params.keep} "
         "2>&1 | tee {log:q}"
 
 

@@ -2,8 +2,9 @@
 
     python -m scripts.verify --lock tunemake.lock                      # every step
     python -m scripts.verify --lock tunemake.lock --until tokenize_shard   # data only, cheaper
+    python -m scripts.verify --lock tunemake.lock --keep      # keep the clean copy (path printed)
 
-Run by `snakemake verify` (`--config verify_until=<step>`). The copy holds the workflow code,
+Run by `snakemake verify` (`--config verify_until=<step>`, `verify_keep=true`). The copy holds the workflow code,
 the locked specs and their data sources, nothing of results/; Snakemake builds there exactly
 the manifests the lock lists for the steps checked, then the copy's own lock is compared with
 this one. Prints a table (step, file, expected sha256, got, match) and exits 1 on a mismatch,
@@ -73,9 +74,13 @@ def rebuild(lock: dict, copy: Path, steps: list[str], cores: int) -> subprocess.
         env["TUNEMAKE_GIT_COMMIT"] = lock["code"]["git_commit"]  # the same code: the same cards
     # `data` (every run's tokens and audit: the per-shard steps hang off a checkpoint, so their
     # manifests cannot be asked for directly), then each run's own manifests of the steps checked
-    targets = ["data"] + sorted(
-        p for p, a in lock["artifacts"].items() if a["step"] in steps and p.startswith("results/runs/")
-    )
+    # (the data sources' step alone: its manifests, the checkpoint's outputs, are enough)
+    if steps == ["shard_data"]:
+        targets = sorted(p for p, a in lock["artifacts"].items() if a["step"] == "shard_data")
+    else:
+        targets = ["data"] + sorted(
+            p for p, a in lock["artifacts"].items() if a["step"] in steps and p.startswith("results/runs/")
+        )
     with open(copy / "verify.log", "w") as log:
         return subprocess.run(
             [sys.executable, "-m", "snakemake", "--cores", str(cores), *targets],

@@ -1,10 +1,12 @@
 """Publish a result (README): `snakemake lock`, `snakemake verify` and `snakemake archive` on the
-built demo, as a user runs them (the lock's determinism across two clean builds is checked in
-tests/test_reliability.py, which builds the demo twice)."""
+built demo, as a user runs them. The full verify is also the test that two clean builds of the
+demo are byte-identical and give the same lock file."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.workflow_fixtures import REPO, snakemake
+from tests.workflow_fixtures import REPO, reproducible_files, snakemake
 
 pytestmark = pytest.mark.slow
 # What a user's checkout has besides what the other tests copy (the archive carries them).
@@ -35,8 +37,13 @@ def locked(demo_build, tmp_path_factory) -> Path:
     return workdir
 
 
-def verify(workdir: Path, until: str | None = None):
-    args = ("verify", "--config", f"verify_until={until}") if until else ("verify",)
+def metrics(workdir: Path) -> dict:
+    return json.loads((workdir / "results/runs/demo/evaluate/report.json").read_text())["metrics"]
+
+
+def verify(workdir: Path, until: str | None = None, keep: bool = False):
+    config = [f"verify_until={until}"] * bool(until) + ["verify_keep=true"] * keep
+    args = ("verify", "--config", *config) if config else ("verify",)
     proc = snakemake(workdir, *args, check=False)
     return proc, proc.stdout + proc.stderr
 
@@ -60,13 +67,26 @@ def test_the_lock_lists_every_step_with_its_files_hashes_and_provenance(locked):
     assert lock["environment"]["device"]["type"] == "cpu"
 
 
-def test_verify_rebuilds_the_untouched_demo_and_every_file_matches(locked):
-    proc, output = verify(locked)
+def test_verify_rebuilds_the_demo_cleanly_and_every_file_and_the_lock_match(locked):
+    """The determinism promise (README: Reliability): a clean rebuild of the demo, in verify's
+    kept copy, gives byte-identical shards, tokenizer, weights, predictions and metrics, and the
+    same lock file."""
+    proc, output = verify(locked, keep=True)
     assert proc.returncode == 0, output[-4000:]
     assert "step | file | expected sha256 | got | match" in output
     assert "train_model | results/runs/demo/train/model/adapter_model.safetensors |" in output
     assert "verify: OK: 40 files of 12 steps match the lock (1 not compared)" in output
     assert " | NO" not in output
+    (copy,) = {Path(p) for p in re.findall(r"in a clean copy, (/\S+) \(log:", output)}
+    try:
+        first, second = reproducible_files(locked), reproducible_files(copy)
+        assert len(first) >= 12 and first.keys() == second.keys(), sorted(first)
+        assert [name for name in first if first[name] != second[name]] == []
+        assert metrics(locked) == metrics(copy)
+        snakemake(copy, "lock")
+        assert (copy / "tunemake.lock").read_text() == (locked / "tunemake.lock").read_text()
+    finally:
+        shutil.rmtree(copy)
 
 
 def test_verify_names_the_step_and_file_of_a_token_shard_changed_by_one_byte(demo_build, tmp_path):
