@@ -94,6 +94,13 @@ def reshard(data: dict, shards_manifest: dict, sample_file: str | None) -> tuple
     return lines, not same
 
 
+def derived(line: str, changes: list[str]) -> bool:
+    """An `export.generation.<key>` line (the export's generation_config carries evaluate's
+    decoding; no spec key of that name exists) when `evaluate.<key>` is already said."""
+    prefix = "export.generation."
+    return line.startswith(prefix) and "evaluate." + line.removeprefix(prefix) in changes
+
+
 def explain_run(run, results: Path) -> list[str]:
     built = last_built(results, run.name)
     if "train_model" not in built:
@@ -105,8 +112,8 @@ def explain_run(run, results: Path) -> list[str]:
             changed_steps.add(step)  # never built (a format or a push added since)
             continue
         section, now = slices[step]
-        lines = diff(built[step]["spec"], now, section)
-        if lines:
+        lines = [line for line in diff(built[step]["spec"], now, section) if not derived(line, changes)]
+        if lines or diff(built[step]["spec"], now, section):
             changes += [line for line in lines if line not in changes]
             changed_steps.add(step)
     shards = built.get("shard_data")

@@ -106,5 +106,6 @@ def test_a_decoding_edit_also_remerges_since_the_export_carries_the_decoding(bui
     replace_in_spec(built, "max_new_tokens: 16", "max_new_tokens: 20")
     lines = why(built)
     assert "evaluate.max_new_tokens: 16 -> 20" in lines
+    assert not [line for line in lines if "export.generation" in line], lines  # not a spec key
     assert reruns(lines) == {"evaluate_model", "merge_model", "model_card", "export_model", "smoke_test"}
     assert reruns(lines) == snakemake_would_run(built)
