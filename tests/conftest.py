@@ -11,7 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Two xdist workers share the cores, each running jobs with torch's OpenMP threads: threads that
 # spin while they wait for work (OpenMP's default) burn the other worker's CPU. Passive waiting
 # changes no result (same threads, same order of operations) and halves the CPU time of two
-# demo builds run side by side on 2 cores (bench note in README: Running the tests).
+# demo builds run side by side on 2 cores (README: The two commands).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 pytest_plugins = ["tests.slurm_fixtures", "tests.workflow_fixtures"]
