@@ -5,6 +5,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
+# pytest-xdist workers: one more than the cores, since the SLURM tests mostly wait on the scheduler
+TEST_WORKERS ?= 3
 export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
@@ -33,12 +35,12 @@ lint: venv
 	$(BIN)/snakefmt --check Snakefile rules/
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --lint
 
-# Tests run on $(CORES) pytest-xdist workers, a module on one worker (tests/conftest.py).
+# Tests run on $(TEST_WORKERS) pytest-xdist workers, a module on one worker (tests/conftest.py).
 test: lint
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(CORES) --dist loadscope --no-loadscope-reorder
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test-fast: venv
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(CORES) --dist loadscope --no-loadscope-reorder -m "not slow"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder -m "not slow"
 
 # Every bench prints its ratios against a baseline timed in the same run (README: Benchmarks).
 # report_screenshot needs Debian's chromium; gpu_qlora says so and exits where no GPU is present.
