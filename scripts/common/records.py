@@ -1,7 +1,8 @@
 """Reading sources into records, normalising them, and hashing them into shards and splits.
 
-A record has one of three shapes: `text`; `prompt` and `completion` (alpaca sources become
-this shape, with the alpaca prompt); or `messages`, a list of {role, content} turns.
+A record has one of four shapes: `text`; `prompt` and `completion` (alpaca sources become
+this shape, with the alpaca prompt); `messages`, a list of {role, content} turns; or a preference
+pair, `prompt`, `chosen` and `rejected` (scripts/common/preference.py).
 
 Normalising keeps the text a model is trained on equal to the text a client will send: NFC,
 CRLF -> LF and control characters removed, nothing else (no whitespace is stripped or collapsed:
@@ -270,6 +271,10 @@ def map_fields(row, source: dict, where: str) -> dict:
     if not isinstance(row, dict):
         raise SourceError(f"{where}: expected an object, got {_kind(row)}", "wrong_type")
     fields = source["fields"]
+    if "chosen" in fields:  # a preference pair (scripts/common/preference.py)
+        from scripts.common.preference import map_pair
+
+        return map_pair(row, source, where)
     if "messages" in fields:
         column = fields["messages"]
         return {"messages": map_messages(_get(row, column, where), source["chat"], column, where)}
@@ -312,7 +317,7 @@ class Record(dict):
 def _map_texts(record: dict, fix) -> dict:
     out = {}
     for key, value in record.items():
-        if key == "messages":
+        if isinstance(value, list):  # messages, or a pair's turns
             value = [{"role": m["role"], "content": fix(m["content"])} for m in value]
         else:
             value = fix(value)
@@ -333,6 +338,10 @@ def record_texts(record: dict) -> list[str]:
     it: without surrounding whitespace, so a whitespace-only field is empty."""
     if "messages" in record:
         return [m["content"].strip() for m in record["messages"]]
+    if "chosen" in record:
+        from scripts.common.preference import pair_texts
+
+        return pair_texts(record)
     return [record[k].strip() for k in ("text", "prompt", "completion") if k in record]
 
 
@@ -360,10 +369,15 @@ def is_validation(rid: str, fraction: float, seed: int) -> bool:
     return unit_hash(seed, rid) < fraction
 
 
+def prompt_group(pair: dict) -> str:
+    """A pair's split key: its prompt's hash, so the pairs of one prompt share a split."""
+    return hashlib.sha256(_CANONICAL(pair["prompt"]).encode()).hexdigest()[:16]
+
+
 def split_of(record: dict, data: dict) -> str:
     """The source's forced split, else by hash (copies from `weight` follow their original)."""
     forced = record.get("split", "auto")
     if forced != "auto":
         return forced
-    rid = record.get("group", record["id"])
+    rid = prompt_group(record) if "chosen" in record else record.get("group", record["id"])
     return "validation" if is_validation(rid, data["validation_fraction"], data["split_seed"]) else "train"

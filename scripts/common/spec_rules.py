@@ -35,6 +35,9 @@ RECORD_SHAPES = (
     {"instruction", "output"},
     {"instruction", "input", "output"},
     {"messages"},
+    {"prompt", "chosen", "rejected"},  # preference pairs (scripts/common/preference.py)
+    {"messages", "chosen", "rejected"},
+    {"chosen", "rejected"},
 )
 
 
@@ -69,7 +72,8 @@ def semantic_errors(section: str, value: dict) -> list[str]:
             if fields not in RECORD_SHAPES:
                 errors.append(
                     f"data.sources[{i}].fields: map either text, or prompt and completion, or "
-                    "instruction and output with an optional input (alpaca), or messages (chat); "
+                    "instruction and output with an optional input (alpaca), or messages (chat), or "
+                    "chosen and rejected with an optional prompt or messages (preference pairs); "
                     f"got {sorted(fields)}"
                 )
             path = Path(source["path"])

@@ -1,0 +1,120 @@
+"""Preference pairs in: each shape of `fields` mapped to {prompt, chosen, rejected}, cleaned,
+deduped and split by prompt, and every bad pair named (issue 15, item 2)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_records import (
+    here,  # noqa: F401  (the fixture: a workflow folder to run in)
+    prepare,
+    write,
+)
+
+EXPLICIT = {"prompt": "q", "chosen": "good", "rejected": "bad"}
+
+
+def jsonl(path: str, rows: list[dict]) -> str:
+    return write(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def pairs(rows: list[dict], fields: dict, **data) -> list[dict]:
+    source = {"path": jsonl("data/pairs.jsonl", rows), "fields": fields}
+    records, _ = prepare([source], **data)
+    return [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in records]
+
+
+def test_explicit_text_pairs(here):  # noqa: F811
+    rows = [{"q": "Spell 12:", "good": "one two", "bad": "twelve"}]
+    assert pairs(rows, EXPLICIT) == [{"prompt": "Spell 12:", "chosen": "one two", "rejected": "twelve"}]
+
+
+def test_chat_prompt_with_text_responses_becomes_assistant_turns(here):  # noqa: F811
+    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Spell 7:"}]
+    rows = [{"conv": turns, "good": "seven", "bad": "It is the number seven, spelled s-e-v-e-n."}]
+    (pair,) = pairs(rows, {"messages": "conv", "chosen": "good", "rejected": "bad"})
+    assert pair["prompt"] == turns
+    assert pair["chosen"] == [{"role": "assistant", "content": "seven"}]
+    assert pair["rejected"][0]["role"] == "assistant"
+
+
+def test_implicit_texts_split_at_the_last_shared_space(here):  # noqa: F811
+    rows = [{"c": "Spell 45: four five", "r": "Spell 45: forty-five"}]
+    (pair,) = pairs(rows, {"chosen": "c", "rejected": "r"})
+    assert pair == {"prompt": "Spell 45: ", "chosen": "four five", "rejected": "forty-five"}
+
+
+def test_implicit_conversations_share_their_turns_up_to_the_answer(here):  # noqa: F811
+    user = {"role": "user", "content": "Spell 3:"}
+    rows = [
+        {
+            "c": [user, {"role": "assistant", "content": "three"}],
+            "r": [user, {"role": "assistant", "content": "3"}],
+        }
+    ]
+    (pair,) = pairs(rows, {"chosen": "c", "rejected": "r"})
+    assert pair["prompt"] == [user]
+    assert pair["chosen"] == [{"role": "assistant", "content": "three"}]
+    assert pair["rejected"] == [{"role": "assistant", "content": "3"}]
+
+
+def test_pairs_of_one_prompt_share_a_split(here):  # noqa: F811
+    rows = [{"q": f"Spell {i // 3}:", "good": f"answer {i}", "bad": f"wrong {i}"} for i in range(60)]
+    source = {"path": jsonl("data/pairs.jsonl", rows), "fields": EXPLICIT}
+    records, _ = prepare([source], validation_fraction=0.5)
+    splits = {}
+    for record in records:
+        splits.setdefault(record["prompt"], set()).add(record["split"])
+    assert all(len(s) == 1 for s in splits.values()), splits
+    assert {next(iter(s)) for s in splits.values()} == {"train", "validation"}
+
+
+def test_duplicate_pairs_are_dropped_and_counted(here):  # noqa: F811
+    rows = [{"q": "Spell 1:", "good": "one", "bad": "won"}] * 2 + [
+        {"q": "Spell 1:", "good": "one", "bad": "1"}
+    ]
+    assert len(pairs(rows, EXPLICIT)) == 2  # the same prompt with another rejected answer is kept
+
+
+@pytest.mark.parametrize(
+    ("fields", "row", "expect", "reason"),
+    [
+        (EXPLICIT, {"q": "Spell 1:", "good": "one", "bad": "one"}, "are the same response", "identical_pair"),
+        (
+            {"chosen": "c", "rejected": "r"},
+            {"c": "one", "r": "two"},
+            "share no prompt (no common beginning up to a space); map the prompt with fields.prompt",
+            "no_shared_prompt",
+        ),
+        (
+            EXPLICIT,
+            {"q": "Spell 1:", "good": "one", "bad": [{"role": "assistant", "content": "1"}]},
+            "'chosen' and 'rejected' must both be texts or both lists of turns",
+            "wrong_type",
+        ),
+        (
+            {"messages": "m", "chosen": "c", "rejected": "r"},
+            {
+                "m": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+                "c": "a",
+                "r": "b",
+            },
+            "the prompt's last turn must not be the assistant's",
+            "wrong_type",
+        ),
+        (EXPLICIT, {"q": "Spell 1:", "good": "one"}, "missing field 'bad'", "missing_field"),
+    ],
+)
+def test_a_bad_pair_is_named_or_skipped_and_counted(here, fields, row, expect, reason):  # noqa: F811
+    good = {"q": "Spell 2:", "good": "two", "bad": "too"} if "q" in fields.values() else None
+    rows = [row] + ([good] if good else [])
+    source = {"path": jsonl("data/pairs.jsonl", rows), "fields": fields}
+    with pytest.raises(SystemExit):
+        prepare([source])
+    source["on_error"] = "skip"
+    records, manifest = prepare([source])
+    assert manifest["counts"]["records_bad"] == {reason: 1}, manifest["counts"]
+    assert expect in json.dumps(manifest["details"]["bad_examples"])
+    assert len(records) == (1 if good else 0)
