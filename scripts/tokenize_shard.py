@@ -30,6 +30,9 @@ from scripts.common.spec import SpecError, check_slice
 
 IGNORE = -100
 COLUMNS = ("id", "split", "input_ids", "labels", "prompt_length", "prompt", "reference")
+# Preference pairs also keep the rejected response's ids (after the prompt, EOS included); the
+# chosen response is input_ids[prompt_length:], so SFT and evaluation read a pair as prompt+chosen.
+PAIR_COLUMNS = ("rejected_ids",)
 
 
 def template_text(tok: dict, tokenizer, workdir: Path = Path(".")) -> tuple[str | None, str]:
@@ -91,12 +94,24 @@ def assemble(segments, ids_per_segment, eos: list[int]) -> tuple[list[int], list
     return ids + eos, labels + eos, prompt_length
 
 
+def sides(record: dict) -> list[dict]:
+    """The sequences a record is tokenized as: itself, or for a preference pair the prompt with
+    the chosen response and the prompt with the rejected one (each shaped like an SFT record)."""
+    if "chosen" not in record:
+        return [record]
+    prompt = record["prompt"]
+    if isinstance(prompt, list):
+        return [{"messages": prompt + record[side]} for side in ("chosen", "rejected")]
+    return [{"prompt": prompt, "completion": record[side]} for side in ("chosen", "rejected")]
+
+
 def plan_records(records: list[dict], tok: dict, template, special: dict) -> list:
-    """plan_record of each record; a template error names the record's line in the shard and id."""
+    """plan_record of each side of each record (sides); a template error names the record's
+    line in the shard and id."""
     plans = []
     for line, record in enumerate(records, start=1):
         try:
-            plans.append(plan_record(record, tok, template, special))
+            plans.append([plan_record(side, tok, template, special) for side in sides(record)])
         except TemplateError as exc:
             raise RecordError(line, record, exc) from None
     return plans
@@ -114,28 +129,44 @@ def tokenize_records(
     plans = plan_records(records, tok, template, tokenizer.special)
     eos_id = tokenizer.ids["eos_token"]
     eos = [eos_id] if tok["add_eos"] and eos_id is not None else []
-    columns = {name: [] for name in COLUMNS}
+    pairs = bool(records) and "chosen" in records[0]
+    columns = {name: [] for name in COLUMNS + (PAIR_COLUMNS if pairs else ())}
     dropped, truncated, limit = Counter(), 0, tok["max_length"]
-    for record, plan, seg_ids in zip(records, plans, encode_all(plans, tokenizer)):
-        ids, labels, prompt_length = assemble(plan[0], seg_ids, eos if "messages" not in record else [])
-        if len(ids) > limit:
+    flat = [side for record_plans in plans for side in record_plans]
+    encoded = iter(encode_all(flat, tokenizer))
+    for line, (record, record_plans) in enumerate(zip(records, plans), start=1):
+        seqs = []
+        for plan in record_plans:
+            chat = "messages" in plan_source(record)
+            seqs.append(assemble(plan[0], next(encoded), [] if chat else eos))
+        if max(len(ids) for ids, _, _ in seqs) > limit:
             if tok["overlong"] == "drop":
                 dropped["too_many_tokens"] += 1
                 continue
-            ids, labels, prompt_length, truncated = (
-                ids[:limit],
-                labels[:limit],
-                min(prompt_length, limit),
-                truncated + 1,
-            )
+            seqs = [(ids[:limit], labels[:limit], min(length, limit)) for ids, labels, length in seqs]
+            truncated += 1
+        ids, labels, prompt_length = seqs[0]
         if all(label == IGNORE for label in labels):
             dropped["no_labels"] += 1
             continue
+        if pairs:
+            rejected_ids, _, rejected_prompt = seqs[1]
+            if rejected_ids[:rejected_prompt] != ids[:prompt_length]:
+                raise RecordError(
+                    line, record, TemplateError("the prompt tokenizes differently before each response")
+                )
+            columns["rejected_ids"].append(rejected_ids[rejected_prompt:])
+        plan = record_plans[0]
         for name, value in zip(
             COLUMNS, (record["id"], record["split"], ids, labels, prompt_length, *plan[1:])
         ):
             columns[name].append(value)
     return columns, dropped, truncated
+
+
+def plan_source(record: dict) -> dict:
+    """The record whose shape decides EOS handling (a pair's prompt decides for both sides)."""
+    return {"messages": record["prompt"]} if isinstance(record.get("prompt"), list) else record
 
 
 def write_parquet(columns: dict, path: str):
@@ -145,8 +176,11 @@ def write_parquet(columns: dict, path: str):
 
     from scripts.common.files import atomic_write_bytes
 
-    types = {"input_ids": pa.list_(pa.int32()), "labels": pa.list_(pa.int32()), "prompt_length": pa.int32()}
-    table = pa.table({name: pa.array(columns[name], type=types.get(name, pa.string())) for name in COLUMNS})
+    ids = pa.list_(pa.int32())
+    types = {"input_ids": ids, "labels": ids, "rejected_ids": ids, "prompt_length": pa.int32()}
+    table = pa.table(
+        {name: pa.array(values, type=types.get(name, pa.string())) for name, values in columns.items()}
+    )
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     atomic_write_bytes(path, sink.getvalue().to_pybytes())

@@ -118,3 +118,53 @@ def test_a_bad_pair_is_named_or_skipped_and_counted(here, fields, row, expect, r
     assert manifest["counts"]["records_bad"] == {reason: 1}, manifest["counts"]
     assert expect in json.dumps(manifest["details"]["bad_examples"])
     assert len(records) == (1 if good else 0)
+
+
+# --- tokenized pairs -----------------------------------------------------------------------------
+from tests.test_data_tokenize import (  # noqa: E402
+    CHAT,
+    model_dir,  # noqa: E402,F401  (the fixture: a small tokenizer)
+    tokenize,
+)
+
+
+def test_a_pair_tokenizes_as_prompt_plus_chosen_with_the_rejected_ids_beside(tmp_path, model_dir):  # noqa: F811
+    from scripts.common.chat import load_tokenizer_files
+
+    pair = {
+        "id": "d" * 16,
+        "split": "train",
+        "prompt": "Spell 12:",
+        "chosen": " one two",
+        "rejected": " twelve",
+    }
+    (row,) = tokenize(tmp_path, model_dir, [pair])
+    tok = load_tokenizer_files(model_dir)
+    eos = tok.ids["eos_token"]
+    prompt, chosen, rejected = (
+        tok.encode([t], flag)[0]
+        for t, flag in ((pair["prompt"], True), (" one two", False), (" twelve", False))
+    )
+    assert row["input_ids"] == prompt + chosen + [eos]
+    assert row["labels"] == [-100] * len(prompt) + chosen + [eos]
+    assert row["prompt_length"] == len(prompt) and row["reference"] == " one two"
+    assert row["rejected_ids"] == rejected + [eos]
+
+
+def test_a_chat_pair_renders_the_template_once_per_side(tmp_path, model_dir):  # noqa: F811
+    prompt = CHAT[:4]
+    pair = {
+        "id": "e" * 16,
+        "split": "validation",
+        "prompt": prompt,
+        "chosen": [{"role": "assistant", "content": "three"}],
+        "rejected": [{"role": "assistant", "content": "3"}],
+    }
+    (row,) = tokenize(tmp_path, model_dir, [pair])
+    plain = {"id": "f" * 16, "split": "validation", "messages": prompt + pair["chosen"]}
+    (sft,) = tokenize(tmp_path / "sft", model_dir, [plain]) if (tmp_path / "sft").mkdir() is None else ()
+    assert row["input_ids"] == sft["input_ids"] and row["labels"] == sft["labels"]
+    wrong = {**plain, "messages": prompt + pair["rejected"]}
+    (other,) = tokenize(tmp_path / "rej", model_dir, [wrong]) if (tmp_path / "rej").mkdir() is None else ()
+    assert row["rejected_ids"] == other["input_ids"][other["prompt_length"] :]
+    assert row["rejected_ids"] != row["input_ids"][row["prompt_length"] :]
