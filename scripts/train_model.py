@@ -41,11 +41,13 @@ LORA_LR_RANGE = (1e-5, 1e-3)
 
 
 def load_train_slice(spec_json: str) -> dict:
-    """The validated train section; the qlora block gets its defaults when the method is qlora."""
+    """The validated train section; the qlora and dpo blocks get their defaults when the method
+    is qlora or the objective dpo."""
     train = check_slice("train", json_arg(spec_json))
-    if train["method"] == "qlora":
-        schema = section_schema("train")["properties"]["qlora"]
-        train["qlora"] = apply_defaults(dict(train.get("qlora") or {}), schema)
+    for block, needed in (("qlora", train["method"] == "qlora"), ("dpo", train["objective"] == "dpo")):
+        if needed:
+            schema = section_schema("train")["properties"][block]
+            train[block] = apply_defaults(dict(train.get(block) or {}), schema)
     return train
 
 
@@ -81,8 +83,20 @@ def resolve_precision(name: str) -> str:
 
 
 def sft_config(train: dict, work_dir: str, precision: str, accumulation: int):
-    import torch
     from trl import SFTConfig
+
+    return SFTConfig(
+        **shared_args(train, work_dir, precision, accumulation),
+        max_length=train["packing_length"] if train["packing"] else None,
+        packing=train["packing"],
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=False,
+    )
+
+
+def shared_args(train: dict, work_dir: str, precision: str, accumulation: int) -> dict:
+    """The TrainingArguments of every objective (SFTConfig and DPOConfig add their own)."""
+    import torch
 
     steps = (
         {"max_steps": train["max_steps"]} if "max_steps" in train else {"num_train_epochs": train["epochs"]}
@@ -91,7 +105,7 @@ def sft_config(train: dict, work_dir: str, precision: str, accumulation: int):
     evaluation = {"eval_strategy": "no"}
     if train["eval_steps"]:
         evaluation = {"eval_strategy": "steps", "eval_steps": train["eval_steps"]}
-    return SFTConfig(
+    return dict(
         output_dir=work_dir,
         **steps,
         **evaluation,
@@ -118,18 +132,20 @@ def sft_config(train: dict, work_dir: str, precision: str, accumulation: int):
         disable_tqdm=False,
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
-        max_length=train["packing_length"] if train["packing"] else None,
-        packing=train["packing"],
-        dataset_kwargs={"skip_prepare_dataset": True},
-        remove_unused_columns=False,
     )
 
 
 def with_adapter(model, train: dict):
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(train))
+
+
+def lora_config(train: dict):
+    from peft import LoraConfig
 
     lora = train["lora"]
-    config = LoraConfig(
+    return LoraConfig(
         r=lora["r"],
         lora_alpha=lora["alpha"],
         lora_dropout=lora["dropout"],
@@ -137,17 +153,19 @@ def with_adapter(model, train: dict):
         modules_to_save=lora["modules_to_save"],
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
 
 
-def load_trainable_model(base: str, train: dict, precision: str):
-    """The model to train: the base (full), the base with adapters (lora), or 4-bit base + adapters."""
+def load_trainable_model(base: str, train: dict, precision: str, adapter: bool = True):
+    """The model to train: the base (full), the base with adapters (lora), or 4-bit base + adapters.
+    With adapter=False the adapters are left to the trainer (DPO: TRL disables them for the
+    reference)."""
     from scripts.common.modeling import guard_4bit_for_training, load_base_model, load_base_model_4bit
 
     if train["method"] == "full":
         return load_base_model(base, "fp32")
     if train["method"] == "lora":
-        return with_adapter(load_base_model(base, "fp32"), train)
+        model = load_base_model(base, "fp32")
+        return with_adapter(model, train) if adapter else model
     from peft import prepare_model_for_kbit_training
 
     qlora = train["qlora"]
@@ -155,6 +173,8 @@ def load_trainable_model(base: str, train: dict, precision: str):
     compute = ("bf16" if precision == "bf16" else "fp32") if compute == "auto" else compute
     model = load_base_model_4bit(base, qlora, compute)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train["gradient_checkpointing"])
+    if not adapter:
+        return model
     model = with_adapter(model, train)
     print(f"qlora: guarded {guard_4bit_for_training(model)} 4-bit layers for training", file=sys.stderr)
     return model
@@ -178,6 +198,21 @@ def datasets(tokens, train: dict):
     if eval_table.num_rows == 0:
         fail("train.eval_steps is set but the validation split is empty: raise data.validation_fraction")
     return train_set, Dataset(eval_table)
+
+
+def preference_datasets(tokens, train: dict):
+    """(train pairs, validation pairs or None) for DPO (scripts/common/preference_training.py)."""
+    from scripts.common.preference_training import preference_dataset
+
+    train_set = preference_dataset(tokens, "train")
+    if train_set is None:
+        fail("the training split is empty: check data.validation_fraction and the cleaning counts")
+    if not train["eval_steps"]:
+        return train_set, None
+    eval_set = preference_dataset(tokens, "validation")
+    if eval_set is None:
+        fail("train.eval_steps is set but the validation split is empty: raise data.validation_fraction")
+    return train_set, eval_set
 
 
 def prepare_work_dir(work: Path, is_main: bool, fingerprint: str) -> tuple[Path | None, float]:
@@ -282,7 +317,8 @@ def main(argv=None):
     from scripts.common.train_log import make_callbacks
 
     pin_threads(train["threads"], train["seed"])
-    train_set, eval_set = datasets(args.tokens, train)
+    dpo = train["objective"] == "dpo"
+    train_set, eval_set = preference_datasets(args.tokens, train) if dpo else datasets(args.tokens, train)
     work = Path(args.work_dir)
     fingerprint = inputs_fingerprint(args.tokens, args.base)
     resume, elapsed_before = prepare_work_dir(work, int(os.environ.get("RANK", "0")) == 0, fingerprint)
@@ -291,20 +327,28 @@ def main(argv=None):
         print(f"warning: {warning}", file=sys.stderr)
     precision = resolve_precision(train["precision"])
     tokenizer = load_tokenizer(args.base)
-    model = load_trainable_model(args.base, train, precision)
-    trainer = SFTTrainer(
-        model=model,
-        args=sft_config(train, str(work), precision, accumulation),
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        processing_class=tokenizer,
-        callbacks=make_callbacks(
-            work / "log.jsonl",
-            elapsed_before,
-            train["early_stopping_patience"],
-            train["early_stopping_threshold"],
-        ),
+    model = load_trainable_model(args.base, train, precision, adapter=not dpo)
+    callbacks = make_callbacks(
+        work / "log.jsonl",
+        elapsed_before,
+        train["early_stopping_patience"],
+        train["early_stopping_threshold"],
     )
+    if dpo:
+        from scripts.common.preference_training import dpo_trainer
+
+        lora = None if train["method"] == "full" else lora_config(train)
+        shared = shared_args(train, str(work), precision, accumulation)
+        trainer = dpo_trainer(model, lora, shared, train["dpo"], train_set, eval_set, tokenizer, callbacks)
+    else:
+        trainer = SFTTrainer(
+            model=model,
+            args=sft_config(train, str(work), precision, accumulation),
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
     rng_neutral_evaluation(trainer)
     if is_final(resume):
         result = reload_final_checkpoint(trainer, resume)

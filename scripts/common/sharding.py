@@ -209,11 +209,19 @@ def source_files(path: str) -> list[str]:
 
 
 def tokenizer_text(record: dict) -> str:
-    """The text a tokenizer learns from: the text, the messages' contents, or prompt and completion."""
+    """The text a tokenizer learns from: the text, the messages' contents, prompt and completion,
+    or a preference pair's prompt and responses."""
     if "text" in record:
         return record["text"]
     if "messages" in record:
         return "\n".join(m["content"] for m in record["messages"])
+    if "chosen" in record:  # a preference pair: the prompt and both responses
+        parts = [record[k] for k in ("prompt", "chosen", "rejected")]
+        return (
+            "\n".join(m["content"] for p in parts for m in p)
+            if isinstance(parts[0], list)
+            else " ".join(parts)
+        )
     return f"{record['prompt']} {record['completion']}"
 
 

@@ -145,10 +145,61 @@ def _validation_errors(data: dict) -> list[tuple[list, str]]:
     ]
 
 
+PAIR_FIELDS = {"chosen", "rejected"}
+SMOOTHED_LOSSES = {"robust", "exo_pair"}
+
+
+def _objective_errors(train: dict, data: dict) -> list[tuple[list, str]]:
+    """The objective and the record shape must fit: dpo trains on preference pairs, and pairs
+    are not mixed with other shapes in one dataset (sft trains on a pair's chosen response)."""
+    paired = [bool(PAIR_FIELDS & set(s["fields"])) for s in data["sources"]]
+    errors = []
+    if any(paired) and not all(paired):
+        errors.append(
+            (
+                ["data", "sources"],
+                "data.sources: preference pairs (fields chosen and rejected) cannot be mixed with other "
+                "record shapes in one dataset; map chosen and rejected in every source or in none",
+            )
+        )
+    objective = train["objective"]
+    if objective == "dpo" and not all(paired):
+        errors.append(
+            (
+                ["train", "objective"],
+                "train.objective: dpo trains on preference pairs, but data.sources map no chosen and "
+                "rejected fields; map them (fields: {prompt: ..., chosen: ..., rejected: ...}) or use "
+                "train.objective: sft",
+            )
+        )
+    if "dpo" in train and objective != "dpo":
+        errors.append(
+            (["train", "dpo"], f"train.dpo: applies to objective dpo, but train.objective is {objective!r}")
+        )
+    dpo = train.get("dpo") or {}
+    if dpo.get("label_smoothing", 0) > 0 and dpo.get("loss_type", "sigmoid") not in SMOOTHED_LOSSES:
+        errors.append(
+            (
+                ["train", "dpo", "label_smoothing"],
+                f"train.dpo.label_smoothing: the {dpo.get('loss_type', 'sigmoid')} loss ignores it; use "
+                "loss_type robust or exo_pair, or remove label_smoothing",
+            )
+        )
+    if dpo.get("loss_type") == "exo_pair" and not dpo.get("label_smoothing"):
+        errors.append(
+            (
+                ["train", "dpo", "label_smoothing"],
+                "train.dpo.label_smoothing: the exo_pair loss needs it above 0",
+            )
+        )
+    return errors
+
+
 def cross_section_errors(sections: dict) -> list[tuple[list, str]]:
     """Rules that span sections, or a section and a step that reads another, as (spec path,
     message) pairs."""
     errors = _validation_errors(sections["data"])
+    errors += _objective_errors(sections["train"], sections["data"])
     fmt, method = sections["export"]["format"], sections["train"]["method"]
     if fmt != "merged" and method == "full":
         errors.append(
