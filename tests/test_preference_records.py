@@ -168,3 +168,20 @@ def test_a_chat_pair_renders_the_template_once_per_side(tmp_path, model_dir):  #
     (other,) = tokenize(tmp_path / "rej", model_dir, [wrong]) if (tmp_path / "rej").mkdir() is None else ()
     assert row["rejected_ids"] == other["input_ids"][other["prompt_length"] :]
     assert row["rejected_ids"] != row["input_ids"][row["prompt_length"] :]
+
+
+def test_the_audit_checks_that_the_rejected_answer_ends_too(tmp_path, model_dir):  # noqa: F811
+    pair = {
+        "id": "d" * 16,
+        "split": "train",
+        "prompt": "Spell 12:",
+        "chosen": " one two",
+        "rejected": " twelve",
+    }
+    tokenize(tmp_path, model_dir, [pair])
+    audit = json.loads((tmp_path / "tokens.manifest.json").read_text())["details"]["audit"]
+    assert audit["failed"] == {}
+    tokenize(tmp_path, model_dir, [pair], add_eos=False)
+    audit = json.loads((tmp_path / "tokens.manifest.json").read_text())["details"]["audit"]
+    assert audit["failed"] == {"no_eos_at_turn_end": 1, "rejected_without_eos": 1}
+    assert audit["failed_ids"]["rejected_without_eos"] == ["d" * 16]

@@ -12,6 +12,7 @@ CHECKS = {
     "label_mismatch": "has a label that is neither -100 nor its input id",
     "no_eos_at_turn_end": "has a trained span (assistant turn or completion) without EOS as a label",
     "too_long": "is longer than tokenize.max_length",
+    "rejected_without_eos": "is a preference pair whose rejected answer has no EOS (or is empty)",
 }
 
 
@@ -52,6 +53,12 @@ def audit(table, eos_id, max_length: int) -> tuple[Counter, dict]:
     if not len(lengths):
         return Counter(), {}
     masks = problem_masks(ids.flatten().to_numpy(), labels.flatten().to_numpy(), lengths, eos_id, max_length)
+    if "rejected_ids" in table.column_names:  # preference pairs: the rejected answer ends too
+        rejected = table.column("rejected_ids").combine_chunks()
+        counts = pc.list_value_length(rejected).to_numpy(zero_copy_only=False).astype(np.int64)
+        example = np.repeat(np.arange(len(counts)), counts)
+        is_eos = rejected.flatten().to_numpy() == (-1 if eos_id is None else eos_id)
+        masks["rejected_without_eos"] = np.bincount(example, weights=is_eos, minlength=len(counts)) == 0
     row_ids = table.column("id").to_pylist()
     failed = Counter({name: int(mask.sum()) for name, mask in masks.items() if mask.any()})
     where = {name: [row_ids[i] for i in np.flatnonzero(masks[name])[:5]] for name in failed}

@@ -12,7 +12,16 @@ import json
 import time
 from pathlib import Path
 
-LOGGED = ("loss", "eval_loss", "learning_rate", "grad_norm", "train_loss")
+# (DPO also logs how often the policy prefers the chosen response, and by what margin)
+LOGGED = (
+    "loss",
+    "eval_loss",
+    "learning_rate",
+    "grad_norm",
+    "train_loss",
+    "rewards/accuracies",
+    "rewards/margins",
+)
 
 
 def log_entry(state, logs: dict, elapsed: float, tokens_per_s: float | None) -> dict:
