@@ -173,11 +173,9 @@ def load_trainable_model(base: str, train: dict, precision: str, adapter: bool =
     compute = ("bf16" if precision == "bf16" else "fp32") if compute == "auto" else compute
     model = load_base_model_4bit(base, qlora, compute)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train["gradient_checkpointing"])
-    if not adapter:
-        return model
-    model = with_adapter(model, train)
+    # (the 4-bit layers are the same objects once LoRA wraps them, here or in TRL's DPOTrainer)
     print(f"qlora: guarded {guard_4bit_for_training(model)} 4-bit layers for training", file=sys.stderr)
-    return model
+    return with_adapter(model, train) if adapter else model
 
 
 def datasets(tokens, train: dict):
