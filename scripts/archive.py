@@ -18,7 +18,7 @@ from pathlib import Path
 
 from scripts.common.cli import fail
 from scripts.common.files import atomic_write_bytes
-from scripts.common.lockfile import parse
+from scripts.common.lockfile import files_under, parse
 
 PREFIX = "tunemake-archive"
 # The workflow code and what sets up its environment (not tests, benches, CI or docs).
@@ -51,17 +51,7 @@ provenance (package versions, device, code). The lock was written on: {device}, 
 
 
 def members(root: Path, lock: dict) -> list[str]:
-    files = []
-    for part in PARTS:
-        path = root / part
-        if path.is_file():
-            files.append(part)
-        elif path.is_dir():
-            files += [
-                p.relative_to(root).as_posix()
-                for p in path.rglob("*")
-                if p.is_file() and "__pycache__" not in p.parts
-            ]
+    files = [p.relative_to(root).as_posix() for p in files_under(root, PARTS)]
     files += [run["spec"] for run in lock["runs"].values()] + list(lock["sources"])
     return sorted(set(files))
 

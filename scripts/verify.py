@@ -24,7 +24,8 @@ import tempfile
 from pathlib import Path
 
 from scripts.common.cli import fail
-from scripts.common.lockfile import code_digest, compare, environment_differences, parse, rebuilt, sha256_of
+from scripts.common.files import sha256_file
+from scripts.common.lockfile import code_digest, compare, environment_differences, parse, rebuilt
 from scripts.common.steps import STEP_ORDER
 
 # What a clean copy needs besides the specs and data sources (profiles/default: the same
@@ -47,9 +48,9 @@ def source_differences(lock: dict, root: Path) -> list[str]:
         file = root / path
         if not file.is_file():
             lines.append(f"data source {path}: missing here (the lock has sha256 {want.get('sha256')})")
-        elif sha256_of(file) != want.get("sha256"):
+        elif sha256_file(file) != want.get("sha256"):
             lines.append(
-                f"data source {path}: sha256 {sha256_of(file)} here, {want.get('sha256')} in the lock"
+                f"data source {path}: sha256 {sha256_file(file)} here, {want.get('sha256')} in the lock"
             )
     return lines
 

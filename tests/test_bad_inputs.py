@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.workflow_fixtures import REPO, copy_workflow, jobs_run, snakemake
+from tests.workflow_fixtures import REPO, another_run_holding, copy_workflow, jobs_run, snakemake
 
 MEMORY_LIMIT = 2 << 30  # bytes: the spec loader's address space, a step's peak resident memory
 TIME_LIMIT = 60  # seconds per case
@@ -140,16 +140,6 @@ def run_model_case(case: dict, workdir: Path, name: str):
     return proc
 
 
-HOLD_RULE = """
-
-rule hold:
-    output:
-        "results/hold.txt",
-    shell:
-        "touch {output}; sleep 300"
-"""
-
-
 def run_workflow_case(case: dict, workdir: Path):
     """`snakemake <run>` in a fresh copy of the workflow after the case's setup: `build` these
     targets first, then `delete` a file, and/or `hold`: another snakemake run has a job in
@@ -164,25 +154,8 @@ def run_workflow_case(case: dict, workdir: Path):
     if not case.get("hold"):
         proc = run_measured([*command, *case["run"]], workdir, env)
     else:
-        with open(workdir / "Snakefile", "a") as snakefile:
-            snakefile.write(HOLD_RULE)
-        first = subprocess.Popen(
-            [*command, "results/hold.txt"],
-            cwd=workdir,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: the kill below takes the job too
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while not (workdir / "results/hold.txt").exists():  # its job started (after onstart)
-                assert first.poll() is None and time.monotonic() < deadline, "the first run did not start"
-                time.sleep(0.2)
+        with another_run_holding(workdir):
             proc = run_measured([*command, *case["run"]], workdir, env)
-        finally:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait()
     assert not jobs_run(proc) and "Job stats" not in proc.stdout, "a job was planned"
     return proc
 
@@ -271,7 +244,6 @@ def refuse_specs(names: list[str], out: str) -> None:
     """Child process: load specs/<name>.yaml for each name under MEMORY_LIMIT and TIME_LIMIT;
     write {name: {outcome, message, seconds}} and the peak resident memory to `out`."""
     import resource
-    import signal
     import traceback
 
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))

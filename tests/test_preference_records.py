@@ -162,10 +162,10 @@ def test_a_chat_pair_renders_the_template_once_per_side(tmp_path, model_dir):  #
     }
     (row,) = tokenize(tmp_path, model_dir, [pair])
     plain = {"id": "f" * 16, "split": "validation", "messages": prompt + pair["chosen"]}
-    (sft,) = tokenize(tmp_path / "sft", model_dir, [plain]) if (tmp_path / "sft").mkdir() is None else ()
+    wrong = {**plain, "id": "0" * 16, "messages": prompt + pair["rejected"]}
+    (tmp_path / "sft").mkdir()
+    other, sft = tokenize(tmp_path / "sft", model_dir, [wrong, plain])  # rows in input order
     assert row["input_ids"] == sft["input_ids"] and row["labels"] == sft["labels"]
-    wrong = {**plain, "messages": prompt + pair["rejected"]}
-    (other,) = tokenize(tmp_path / "rej", model_dir, [wrong]) if (tmp_path / "rej").mkdir() is None else ()
     assert row["rejected_ids"] == other["input_ids"][other["prompt_length"] :]
     assert row["rejected_ids"] != row["input_ids"][row["prompt_length"] :]
 

@@ -8,16 +8,13 @@ one runs used to be told to rerun with --rerun-incomplete, which then failed on 
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.workflow_fixtures import copy_workflow, jobs_run, snakemake
+from tests.workflow_fixtures import another_run_holding, copy_workflow, jobs_run, snakemake
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock")
 
@@ -53,16 +50,6 @@ def test_a_source_deleted_after_its_data_was_built_stops_the_run_before_any_job(
         assert not jobs_run(proc) and "Job stats" not in output
 
 
-HOLD = """
-
-rule hold:
-    output:
-        "results/hold.txt",
-    shell:
-        "touch {output}; sleep 300"
-"""
-
-
 def test_a_second_run_is_told_another_run_holds_the_workflow_and_a_stale_lock_is_not(tmp_path):
     """A first run keeps a job in flight (a rule added to this copy only: its output exists and
     is marked incomplete, like any job's half-written output). A second run, and one with
@@ -72,22 +59,7 @@ def test_a_second_run_is_told_another_run_holds_the_workflow_and_a_stale_lock_is
     Once the first run is killed (-9: no cleanup), the same commands get Snakemake's own
     messages again, which are right for a crash."""
     workdir = copy_workflow(tmp_path / "wf")
-    with open(workdir / "Snakefile", "a") as snakefile:
-        snakefile.write(HOLD)
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    first = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--cores", "1", "results/hold.txt"],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: the kill below takes the job too
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not (workdir / "results/hold.txt").exists():  # its job started (after onstart)
-            assert first.poll() is None and time.monotonic() < deadline, "the first run did not start its job"
-            time.sleep(0.2)
+    with another_run_holding(workdir) as first:
         for args in (("results/hold.txt",), ("--rerun-incomplete", "results/hold.txt")):
             proc = snakemake(workdir, *args, check=False)
             output = proc.stdout + proc.stderr
@@ -97,9 +69,6 @@ def test_a_second_run_is_told_another_run_holds_the_workflow_and_a_stale_lock_is
             ]
             assert "seem to be incomplete" not in output and "Directory cannot be locked" not in output
             assert not jobs_run(proc)
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
     proc = snakemake(workdir, "results/hold.txt", check=False)
     assert "another snakemake run" not in proc.stderr and "--rerun-incomplete flag" in proc.stderr, (
         proc.stderr[-3000:]

@@ -6,9 +6,12 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,6 +42,43 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True)
             f"snakemake {args} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+HOLD_RULE = """
+
+rule hold:
+    output:
+        "results/hold.txt",
+    shell:
+        "touch {output}; sleep 300"
+"""
+
+
+@contextmanager
+def another_run_holding(workdir: Path):
+    """A first snakemake run with a job in flight in `workdir` (a rule `hold` added to this copy
+    only: its output exists and is marked incomplete, like any job's half-written output); yields
+    its Popen, and kills it (-9, its job too: no cleanup) at the end."""
+    with open(workdir / "Snakefile", "a") as snakefile:
+        snakefile.write(HOLD_RULE)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "results/hold.txt"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the kill below takes the job too
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (workdir / "results/hold.txt").exists():  # its job started (after onstart)
+            assert first.poll() is None and time.monotonic() < deadline, "the first run did not start its job"
+            time.sleep(0.2)
+        yield first
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
 
 
 def jobs_run(proc) -> Counter:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from scripts.common.files import sha256_file
 from scripts.common.steps import RUN_MANIFESTS, STEP_ORDER, manifest_of
 
 LOCK_VERSION = 1
@@ -33,17 +34,10 @@ CODE_PARTS = ("Snakefile", "rules", "scripts", "schemas", "report")
 _KEY = re.compile(r"^results/(?:data|models|tokens|audit)/([0-9a-f]{12})\b|^results/runs/([^/]+)/")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def code_files(root: Path) -> list[Path]:
+def files_under(root: Path, parts) -> list[Path]:
+    """The files of `parts` (files or folders under root, caches left out), sorted by path."""
     files = []
-    for part in CODE_PARTS:
+    for part in parts:
         path = root / part
         if path.is_file():
             files.append(path)
@@ -54,7 +48,9 @@ def code_files(root: Path) -> list[Path]:
 
 def code_digest(root: Path) -> str:
     """sha256 over the code files' relative paths and contents."""
-    listing = "".join(f"{p.relative_to(root).as_posix()}\t{sha256_of(p)}\n" for p in code_files(root))
+    listing = "".join(
+        f"{p.relative_to(root).as_posix()}\t{sha256_file(p)}\n" for p in files_under(root, CODE_PARTS)
+    )
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
@@ -82,7 +78,7 @@ def describe_output(root: Path, step: str, path: str) -> dict:
     file = root / path
     if not file.is_file():
         return {"missing": True}
-    return {"bytes": file.stat().st_size, "sha256": sha256_of(file)}
+    return {"bytes": file.stat().st_size, "sha256": sha256_file(file)}
 
 
 def artifact_entry(root: Path, manifest_path: Path) -> dict:
