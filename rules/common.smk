@@ -22,6 +22,7 @@ from scripts.common.steps import (
     PIECE_FOLDER,
     EXPORT_PIECES,
     differing_values,
+    run_steps,
     step_slices,
 )
 
@@ -68,7 +69,10 @@ SLICES = {
 }
 # shared artifacts: content key -> (the slice its step reads, upstream keys)
 DATA = {k["data"]: SLICES[n]["shard_data"] for n, k in KEYS.items()}
-MODEL = {k["model"]: (SLICES[n]["base_model"], k["data"]) for n, k in KEYS.items()}
+MODEL = {
+    k["model"]: (SLICES[n]["base_model"], k["data"], RUNS[n].parent)
+    for n, k in KEYS.items()
+}
 TOKENS = {
     k["tokens"]: (SLICES[n]["tokenize_shard"], k["data"], k["model"])
     for n, k in KEYS.items()
@@ -77,6 +81,12 @@ AUDIT = {
     k["audit"]: (SLICES[n]["audit_data"], k["data"], k["tokens"], k["model"])
     for n, k in KEYS.items()
 }
+# reference log-probs, for the runs whose objective has a reference (a sweep shares one)
+REFERENCE = {
+    k["reference"]: (SLICES[n]["reference_logps"], k["data"], k["tokens"], k["model"])
+    for n, k in KEYS.items()
+    if "reference_logps" in run_steps(RUNS[n].sections)
+}
 
 
 wildcard_constraints:
@@ -84,6 +94,7 @@ wildcard_constraints:
     mkey="[0-9a-f]{12}",
     tkey="[0-9a-f]{12}",
     akey="[0-9a-f]{12}",
+    rkey="[0-9a-f]{12}",
     page="evaluation|model_card",
     shard="[0-9a-f]{16}",
     run="[A-Za-z0-9][A-Za-z0-9._=+-]*",
@@ -159,8 +170,31 @@ def model_json(wildcards):
 def model_records(wildcards):
     """A built model trains its tokenizer on shard_data's bounded sample of the training split;
     a hub or local model reads no data."""
-    model, dkey = MODEL[wildcards.mkey]
+    model, dkey, _ = MODEL[wildcards.mkey]
     return [f"results/data/{dkey}/tokenizer_sample.jsonl"] if "build" in model else []
+
+
+def model_parent(wildcards):
+    """model.from_run: the named run's trained model and its base (merged into this base)."""
+    parent = MODEL[wildcards.mkey][2]
+    if parent is None:
+        return {}
+    return {
+        "tuned": f"results/runs/{parent.name}/train/model",
+        "parent_base": f"results/models/{parent.keys['model']}/model",
+    }
+
+
+def model_parent_args(wildcards, input):
+    """The base_model script's arguments for model.from_run (none otherwise)."""
+    parent = MODEL[wildcards.mkey][2]
+    if parent is None:
+        return ""
+    method = parent.sections["train"]["method"]
+    return (
+        f"--tuned {shlex.quote(input.tuned)} --parent-base {shlex.quote(input.parent_base)} "
+        f"--parent-method {method} --parent-run {shlex.quote(parent.name)}"
+    )
 
 
 def tokenize_json(wildcards):
@@ -199,6 +233,35 @@ def audit_json(wildcards):
 
 def audit_model(wildcards):
     return f"results/models/{AUDIT[wildcards.akey][3]}/model"
+
+
+def reference_json(wildcards):
+    return slice_file(REFERENCE[wildcards.rkey][0])
+
+
+def reference_tokens(wildcards):
+    _, dkey, tkey, _ = REFERENCE[wildcards.rkey]
+    return tokens_of(dkey, tkey)
+
+
+def reference_threads(wildcards):
+    return REFERENCE[wildcards.rkey][0]["threads"]
+
+
+def reference_base(wildcards):
+    return f"results/models/{REFERENCE[wildcards.rkey][3]}/model"
+
+
+def run_reference(wildcards):
+    """The reference log-probs a run reads (none for an objective without a reference)."""
+    if "reference_logps" not in run_steps(RUNS[wildcards.run].sections):
+        return []
+    return f"results/reference/{KEYS[wildcards.run]['reference']}/logps.parquet"
+
+
+def reference_arg(wildcards, input):
+    reference = list(input.reference) if not isinstance(input.reference, str) else [input.reference]
+    return " ".join(f"--reference {shlex.quote(path)}" for path in reference)
 
 
 def run_audit(wildcards):

@@ -1,5 +1,6 @@
 rule base_model:
     input:
+        unpack(model_parent),
         records=model_records,
         env=ENV,
     output:
@@ -13,9 +14,10 @@ rule base_model:
         CONDA_ENV
     params:
         spec=model_json,
+        parent=model_parent_args,
     shell:
         """
-        python -m scripts.base_model --spec-json {params.spec:q} --records {input.records:q} \
+        python -m scripts.base_model --spec-json {params.spec:q} --records {input.records:q} {params.parent} \
             --out {output.model:q} --manifest {output.manifest:q} \
             --environment {input.env:q} >{log:q} 2>&1
         """

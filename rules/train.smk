@@ -1,3 +1,32 @@
+# Reference log-probs (objectives with a reference model: dpo): the base model's summed log-probs
+# of every pair's chosen and rejected responses, computed once per tokens + reference, and read
+# by every run that shares them (a beta or learning-rate sweep runs this job once).
+rule reference_logps:
+    input:
+        tokens=reference_tokens,
+        base=reference_base,
+        env=ENV,
+    output:
+        logps="results/reference/{rkey}/logps.parquet",
+        manifest="results/reference/{rkey}/logps.manifest.json",
+    log:
+        "logs/reference/{rkey}/reference_logps.log",
+    benchmark:
+        "benchmarks/reference/{rkey}/reference_logps.tsv"
+    conda:
+        CONDA_ENV
+    threads: reference_threads
+    params:
+        spec=reference_json,
+        tokens=tokens_file,
+    shell:
+        """
+        python -m scripts.reference_logps --spec-json {params.spec:q} --base {input.base:q} \
+            --tokens {params.tokens:q} --out {output.logps:q} --manifest {output.manifest:q} \
+            --environment {input.env:q} >{log:q} 2>&1
+        """
+
+
 # Training: the number of processes is a resource, not a spec key (results should not depend on
 # where they ran): --set-resources train_model:nproc=2 runs torchrun with 2 processes;
 # train_model:nodes=2 (inside SLURM, with train_model:tasks=2 train_model:mpi=srun so that the
@@ -10,6 +39,7 @@ rule train_model:
         env=ENV,
         # The audit gates training: a failed audit stops the run before any step is trained.
         audit=run_audit,
+        reference=run_reference,
     output:
         model=directory("results/runs/{run}/train/model"),
         log="results/runs/{run}/train/log.jsonl",
@@ -28,11 +58,12 @@ rule train_model:
         spec=run_slice("train_model"),
         tokens=tokens_file,
         work_dir=run_work_dir,
+        reference=reference_arg,
     shell:
         """
         python -m scripts.train_model --nproc {resources.nproc} --nodes {resources.nodes} \
             --spec-json {params.spec:q} --base {input.base:q} \
             --tokens {params.tokens:q} --work-dir {params.work_dir:q} --out {output.model:q} \
             --log {output.log:q} --manifest {output.manifest:q} --audit {input.audit:q} \
-            --environment {input.env:q} >{log:q} 2>&1
+            --environment {input.env:q} {params.reference} >{log:q} 2>&1
         """

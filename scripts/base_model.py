@@ -169,10 +169,38 @@ def prepare_pretrained(model: dict, out: Path) -> tuple[object, int, bool]:
     return tokenizer, 0, added
 
 
+def from_run_model(parent_base: str, tuned: str, method: str, out: Path) -> tuple[object, int]:
+    """Another run's tuned model as a plain model in `out`: full weights as trained, or the
+    LoRA/QLoRA adapter merged onto its base in fp32; with the tokenizer (and chat template) it
+    was trained with."""
+    from scripts.common.modeling import load_tokenizer, load_tuned_model
+
+    model = load_tuned_model(parent_base, tuned, "full" if method == "full" else "lora", "fp32")
+    if method != "full":
+        model = model.merge_and_unload()
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer = load_tokenizer(tuned)
+    tokenizer.save_pretrained(str(out))
+    return tokenizer, sum(p.numel() for p in model.parameters())
+
+
+def parent_manifests(args) -> list[str]:
+    """model.from_run's inputs as the manifests of the two folders it read (they hold the
+    sha256 of every file), so that a manifest pins the exact run it started from."""
+    from scripts.common.steps import manifest_of
+
+    found = [manifest_of(args.tuned), manifest_of(args.parent_base)]
+    return [str(path) for path in found if path is not None]
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec-json", required=True, help="the model section as JSON")
     parser.add_argument("--records", nargs="*", default=[], help="the tokenizer sample (build only)")
+    parser.add_argument("--tuned", help="model.from_run: the run's trained model or adapter")
+    parser.add_argument("--parent-base", help="model.from_run: the base that run trained from")
+    parser.add_argument("--parent-method", choices=["full", "lora", "qlora"])
+    parser.add_argument("--parent-run", help="model.from_run: the run's name (recorded)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--environment")
@@ -195,6 +223,11 @@ def main(argv=None):
                 "build",
                 ".",
             )
+        elif "from_run" in model:
+            if not (args.tuned and args.parent_base and args.parent_method and args.parent_run):
+                fail("model.from_run needs --tuned, --parent-base, --parent-method and --parent-run")
+            tokenizer, parameters = from_run_model(args.parent_base, args.tuned, args.parent_method, out)
+            added, source, weights = False, "from_run", "."
         else:
             tokenizer, parameters, added = prepare_pretrained(model, out)
             source, weights = ("id", model["id"]) if "id" in model else ("path", model["path"])
@@ -210,12 +243,17 @@ def main(argv=None):
         args.manifest,
         "base_model",
         model,
-        inputs=args.records,
+        inputs=[*args.records, *(parent_manifests(args) if "from_run" in model else [])],
         outputs=[out],
         counts={"parameters": parameters, "vocab_size": len(tokenizer)},
         details={
             "source": source,
             "weights": weights,
+            **(
+                {"parent_run": {"run": args.parent_run, "method": args.parent_method}}
+                if "from_run" in model
+                else {}
+            ),
             "pad_token": tokenizer.pad_token,
             "pad_token_added": added,
             "special_tokens": {

@@ -36,15 +36,19 @@ from scripts.common.launch import is_worker, relaunch
 from scripts.common.manifest import write_manifest
 from scripts.common.spec import SpecError, apply_defaults, check_slice, section_schema
 from scripts.common.token_splits import load_split
+from scripts.common.trainable import load_trainable_model, lora_config, resolve_precision
 
 LORA_LR_RANGE = (1e-5, 1e-3)
 
 
 def load_train_slice(spec_json: str) -> dict:
-    """The validated train section; the qlora and dpo blocks get their defaults when the method
-    is qlora or the objective dpo."""
+    """The validated train section; the qlora block gets its defaults when the method is qlora,
+    the objective's block (dpo, orpo, simpo, kto) when it is the objective."""
     train = check_slice("train", json_arg(spec_json))
-    for block, needed in (("qlora", train["method"] == "qlora"), ("dpo", train["objective"] == "dpo")):
+    objective = train["objective"]
+    blocks = [("qlora", train["method"] == "qlora")]
+    blocks += [(name, objective == name) for name in ("dpo", "orpo", "simpo", "kto")]
+    for block, needed in blocks:
         if needed:
             schema = section_schema("train")["properties"][block]
             train[block] = apply_defaults(dict(train.get(block) or {}), schema)
@@ -71,15 +75,6 @@ def lr_warnings(train: dict) -> list[str]:
     if train["method"] in ("lora", "qlora") and not low <= rate <= high:
         return [f"train.learning_rate {rate:g} is outside {low:g}..{high:g}, the usual range for LoRA"]
     return []
-
-
-def resolve_precision(name: str) -> str:
-    """auto: bf16 on a GPU that supports it, fp32 otherwise (bf16 on CPU is slower, and TRL raises)."""
-    import torch
-
-    if name != "auto":
-        return name
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
 def sft_config(train: dict, work_dir: str, precision: str, accumulation: int):
@@ -135,49 +130,6 @@ def shared_args(train: dict, work_dir: str, precision: str, accumulation: int) -
     )
 
 
-def with_adapter(model, train: dict):
-    from peft import get_peft_model
-
-    return get_peft_model(model, lora_config(train))
-
-
-def lora_config(train: dict):
-    from peft import LoraConfig
-
-    lora = train["lora"]
-    return LoraConfig(
-        r=lora["r"],
-        lora_alpha=lora["alpha"],
-        lora_dropout=lora["dropout"],
-        target_modules=lora["target_modules"],
-        modules_to_save=lora["modules_to_save"],
-        task_type="CAUSAL_LM",
-    )
-
-
-def load_trainable_model(base: str, train: dict, precision: str, adapter: bool = True):
-    """The model to train: the base (full), the base with adapters (lora), or 4-bit base + adapters.
-    With adapter=False the adapters are left to the trainer (DPO: TRL disables them for the
-    reference)."""
-    from scripts.common.modeling import guard_4bit_for_training, load_base_model, load_base_model_4bit
-
-    if train["method"] == "full":
-        return load_base_model(base, "fp32")
-    if train["method"] == "lora":
-        model = load_base_model(base, "fp32")
-        return with_adapter(model, train) if adapter else model
-    from peft import prepare_model_for_kbit_training
-
-    qlora = train["qlora"]
-    compute = qlora["compute_dtype"]
-    compute = ("bf16" if precision == "bf16" else "fp32") if compute == "auto" else compute
-    model = load_base_model_4bit(base, qlora, compute)
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train["gradient_checkpointing"])
-    # (the 4-bit layers are the same objects once LoRA wraps them, here or in TRL's DPOTrainer)
-    print(f"qlora: guarded {guard_4bit_for_training(model)} 4-bit layers for training", file=sys.stderr)
-    return with_adapter(model, train) if adapter else model
-
-
 def datasets(tokens, train: dict):
     """(train dataset, validation dataset or None); packed rows when train.packing is on."""
     from datasets import Dataset
@@ -198,16 +150,47 @@ def datasets(tokens, train: dict):
     return train_set, Dataset(eval_table)
 
 
-def preference_datasets(tokens, train: dict):
-    """(train pairs, validation pairs or None) for DPO (scripts/common/preference_training.py)."""
+def preference_datasets(tokens, train: dict, reference: str | None = None):
+    """(train pairs, validation pairs or None) for DPO (scripts/common/preference_training.py),
+    with the reference log-probs of the reference_logps step when `reference` names its file."""
+    import pyarrow.parquet as pq
+
+    from scripts.common.preference_training import ReferenceError
+
+    table = pq.read_table(reference) if reference else None
+    try:
+        return _preference_splits(tokens, train, table)
+    except ReferenceError as exc:
+        fail(f"{reference}: {exc}")
+
+
+def _preference_splits(tokens, train: dict, reference):
     from scripts.common.preference_training import preference_dataset
 
-    train_set = preference_dataset(tokens, "train")
+    train_set = preference_dataset(tokens, "train", reference)
     if train_set is None:
         fail("the training split is empty: check data.validation_fraction and the cleaning counts")
     if not train["eval_steps"]:
         return train_set, None
-    eval_set = preference_dataset(tokens, "validation")
+    eval_set = preference_dataset(tokens, "validation", reference)
+    if eval_set is None:
+        fail("train.eval_steps is set but the validation split is empty: raise data.validation_fraction")
+    return train_set, eval_set
+
+
+OTHER_OBJECTIVES = ("orpo", "simpo", "kto")  # scripts/common/preference_objectives.py
+
+
+def objective_datasets(tokens, train: dict):
+    """(train rows, validation rows or None) for orpo, simpo or kto: pairs, or KTO examples."""
+    from scripts.common.preference_objectives import split_dataset
+
+    train_set = split_dataset(tokens, "train", train["objective"])
+    if train_set is None:
+        fail("the training split is empty: check data.validation_fraction and the cleaning counts")
+    if not train["eval_steps"]:
+        return train_set, None
+    eval_set = split_dataset(tokens, "validation", train["objective"])
     if eval_set is None:
         fail("train.eval_steps is set but the validation split is empty: raise data.validation_fraction")
     return train_set, eval_set
@@ -290,6 +273,7 @@ def parse_args(argv):
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--audit", help="the audit manifest that cleared the tokens (recorded as an input)")
     parser.add_argument("--environment")
+    parser.add_argument("--reference", help="the reference log-probs (reference_logps step) of a DPO run")
     parser.add_argument("--nproc", type=int, default=1, help="processes per node (torchrun above 1)")
     parser.add_argument("--nodes", type=int, default=1, help="nodes (more than 1 needs SLURM)")
     parser.add_argument("--mpi", default="srun", help="the command that starts one task per node")
@@ -316,7 +300,12 @@ def main(argv=None):
 
     pin_threads(train["threads"], train["seed"])
     dpo = train["objective"] == "dpo"
-    train_set, eval_set = preference_datasets(args.tokens, train) if dpo else datasets(args.tokens, train)
+    if train["objective"] in OTHER_OBJECTIVES:
+        train_set, eval_set = objective_datasets(args.tokens, train)
+    else:
+        train_set, eval_set = (
+            preference_datasets(args.tokens, train, args.reference) if dpo else datasets(args.tokens, train)
+        )
     work = Path(args.work_dir)
     fingerprint = inputs_fingerprint(args.tokens, args.base)
     resume, elapsed_before = prepare_work_dir(work, int(os.environ.get("RANK", "0")) == 0, fingerprint)
@@ -325,7 +314,7 @@ def main(argv=None):
         print(f"warning: {warning}", file=sys.stderr)
     precision = resolve_precision(train["precision"])
     tokenizer = load_tokenizer(args.base)
-    model = load_trainable_model(args.base, train, precision, adapter=not dpo)
+    model = load_trainable_model(args.base, train, precision, adapter=not dpo and train["objective"] != "kto")
     callbacks = make_callbacks(
         work / "log.jsonl",
         elapsed_before,
@@ -338,6 +327,12 @@ def main(argv=None):
         lora = None if train["method"] == "full" else lora_config(train)
         shared = shared_args(train, str(work), precision, accumulation)
         trainer = dpo_trainer(model, lora, shared, train["dpo"], train_set, eval_set, tokenizer, callbacks)
+    elif train["objective"] in OTHER_OBJECTIVES:
+        from scripts.common.preference_objectives import objective_trainer
+
+        lora = None if train["method"] == "full" else lora_config(train)
+        shared = shared_args(train, str(work), precision, accumulation)
+        trainer = objective_trainer(model, lora, shared, train, train_set, eval_set, tokenizer, callbacks)
     else:
         trainer = SFTTrainer(
             model=model,
@@ -391,7 +386,7 @@ def write_train_manifest(args, train, trainer, result, log, facts, eval_set, tot
         args.manifest,
         "train_model",
         train,
-        inputs=[*sorted(args.tokens), *([args.audit] if args.audit else [])],
+        inputs=[*sorted(args.tokens), *(p for p in (args.audit, args.reference) if p)],
         outputs=[args.out, args.log],
         counts={
             "steps": state.global_step,

@@ -60,9 +60,18 @@ def last_built(results: Path, run: str) -> dict[str, dict]:
         for item in manifest.get("inputs", []):
             source = Path(item["path"])
             found = source if source.name.endswith(".manifest.json") else manifest_of(source)
-            if found:
+            if found and not another_runs(found, results, run):  # model.from_run reads one
                 queue.append(found)
     return built
+
+
+def another_runs(path: Path, results: Path, run: str) -> bool:
+    """Whether `path` belongs to another run's folder (results/runs/<other>/...)."""
+    try:
+        parts = path.relative_to(results / "runs").parts
+    except ValueError:
+        return False
+    return bool(parts) and parts[0] != run
 
 
 def changed_sources(shards_manifest: dict) -> list[str]:
@@ -101,10 +110,30 @@ def derived(line: str, changes: list[str]) -> bool:
     return line.startswith(prefix) and "evaluate." + line.removeprefix(prefix) in changes
 
 
-def explain_run(run, results: Path) -> list[str]:
+def explain_run(run, results: Path, memo: dict | None = None) -> list[str]:
+    return analyse(run, results, {} if memo is None else memo)[0]
+
+
+def parent_retrained(run, results: Path, memo: dict) -> str | None:
+    """model.from_run: a line when the run it starts from is retrained (its tuned model is this
+    run's base), else None. `memo`: run name -> (lines, steps that rerun), shared by the runs."""
+    parent = run.parent
+    if parent is None:
+        return None
+    if parent.name not in memo:
+        memo[parent.name] = analyse(parent, results, memo)
+    if "train_model" in memo[parent.name][1]:
+        return (
+            f"model.from_run: {parent.name} is retrained (its train_model reruns), so this run's base changes"
+        )
+    return None
+
+
+def analyse(run, results: Path, memo: dict) -> tuple[list[str], set[str]]:
+    """(the lines `why` prints for a run, the steps that rerun)."""
     built = last_built(results, run.name)
     if "train_model" not in built:
-        return ["never trained: every step runs"]
+        return ["never trained: every step runs"], set(run_steps(run.sections))
     slices = step_slices(run.sections)
     changes, changed_steps = [], set()
     for step in run_steps(run.sections):
@@ -126,11 +155,15 @@ def explain_run(run, results: Path) -> list[str]:
         changes += lines
         changed_steps.add("shard_data")
         holds = frozenset() if sample_changed else frozenset({"base_model"})
+    retrained = parent_retrained(run, results, memo)
+    if retrained:
+        changes.append(retrained)
+        changed_steps.add("base_model")
     if not changes and not changed_steps:
-        return ["up to date in spec terms (snakemake -n also checks code and file times)"]
+        return ["up to date in spec terms (snakemake -n also checks code and file times)"], set()
     order = run_steps(run.sections)
     reruns = downstream(changed_steps, run.sections, holds)
-    return [*changes, "reruns: " + ", ".join(s for s in order if s in reruns)]
+    return [*changes, "reruns: " + ", ".join(s for s in order if s in reruns)], reruns
 
 
 def parse_args(argv):
@@ -147,9 +180,10 @@ def main(argv=None):
     except SpecError as exc:
         print(f"error: invalid spec:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    memo: dict = {}
     for run in runs:
         print(f"{run.name}:")
-        for line in explain_run(run, Path(args.results)):
+        for line in explain_run(run, Path(args.results), memo):
             print(f"  {line}")
 
 

@@ -121,8 +121,11 @@ def test_keys_change_only_downstream_of_the_edited_section():
         ("evaluate", "batch_size", 7, set()),
         ("export", "dtype", "fp16", set()),
         ("train", "learning_rate", 0.01, {"train"}),
-        ("tokenize", "max_length", 40, {"tokens", "audit", "train"}),
-        ("data", "split_seed", 3, {"data", "model", "tokens", "audit", "train"}),
+        # the reference log-probs (dpo) do not depend on beta, only on what the reference computes
+        ("train", "dpo", {"beta": 0.5}, {"train"}),
+        ("train", "threads", 1, {"train", "reference"}),
+        ("tokenize", "max_length", 40, {"tokens", "audit", "reference", "train"}),
+        ("data", "split_seed", 3, {"data", "model", "tokens", "audit", "reference", "train"}),
         ("tokenize", "audit", {"examples": 3}, {"audit"}),
     ]:
         sections = copy.deepcopy(run.sections)

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from scripts.common.spec_rules import cross_section_errors, semantic_errors
+from scripts.common.steps import reference_slice
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = ROOT / "schemas"
@@ -369,18 +370,31 @@ def check_slice(section: str, value) -> dict:
     return value
 
 
-def artifact_keys(sections: dict) -> dict:
-    """Content keys of the shared artifacts: a key changes exactly when its inputs' meaning does."""
+def artifact_keys(sections: dict, parent: dict | None = None) -> dict:
+    """Content keys of the shared artifacts: a key changes exactly when its inputs' meaning does.
+    `parent`: for model.from_run, the keys and method of the run it starts from (its tuned
+    model is this run's base: its train key says what trained it)."""
     data = short_hash({"data": sections["data"]})
-    model = short_hash({"model": sections["model"], "data": data if "build" in sections["model"] else None})
+    model = {"model": sections["model"], "data": data if "build" in sections["model"] else None}
+    if "from_run" in sections["model"]:
+        model["from"] = parent
+    model = short_hash(model)
     # audit settings do not re-tokenize; a template file's text does
     tokenize = {k: v for k, v in sections["tokenize"].items() if k != "audit"}
     if template_file_hash(tokenize):
         tokenize["chat_template_file_sha256"] = template_file_hash(tokenize)
     tokens = short_hash({"tokenize": tokenize, "model": model, "data": data})
     audit = short_hash({"audit": sections["tokenize"].get("audit"), "tokens": tokens})
+    reference = short_hash({"reference": reference_slice(sections["train"]), "tokens": tokens})
     train = short_hash({"train": sections["train"], "tokens": tokens})
-    return {"data": data, "model": model, "tokens": tokens, "audit": audit, "train": train}
+    return {
+        "data": data,
+        "model": model,
+        "tokens": tokens,
+        "audit": audit,
+        "reference": reference,
+        "train": train,
+    }
 
 
 @dataclass
@@ -391,10 +405,20 @@ class Run:
     spec_file: str
     sections: dict
     sweep_values: dict = field(default_factory=dict)
+    parent: Run | None = None  # the run model.from_run names (resolved by load_specs)
 
     @property
     def keys(self) -> dict:
-        return artifact_keys(self.sections)
+        return artifact_keys(self.sections, self.parent_keys())
+
+    def parent_keys(self) -> dict | None:
+        """What this run's base depends on when it starts from another run: that run's model
+        and train keys and its method (an adapter is merged onto its base, full weights not)."""
+        if self.parent is None:
+            return None
+        keys = self.parent.keys
+        method = self.parent.sections["train"]["method"]
+        return {"model": keys["model"], "train": keys["train"], "method": method}
 
 
 def _apply_dotted(spec: dict, dotted: str, value) -> None:
@@ -521,4 +545,35 @@ def load_specs(paths) -> list[Run]:
         if run.name in seen:
             raise SpecError(f"run name {run.name!r} comes from both {seen[run.name]} and {run.spec_file}")
         seen[run.name] = run.spec_file
+    resolve_from_runs(runs, [str(p) for p in paths])
     return runs
+
+
+def resolve_from_runs(runs: list[Run], paths: list[str]) -> None:
+    """Link each model.from_run to the run it names; unknown names (with did-you-mean), a run
+    that starts from itself and cycles are refused."""
+    by_name = {run.name: run for run in runs}
+    for run in runs:
+        name = run.sections["model"].get("from_run")
+        if name is None:
+            continue
+        if name not in by_name:
+            guess = difflib.get_close_matches(name, list(by_name), n=1)
+            hint = f"did you mean {guess[0]!r}? " if guess else ""
+            raise SpecError(
+                f"{run.spec_file}: model.from_run: no run named {name!r} among the specs loaded "
+                f"({', '.join(sorted(set(paths)))}); {hint}name a run of these specs (a spec file's "
+                "name, or a sweep run's full name as `snakemake why` prints it), or load the spec "
+                "that defines it too (--config specs=a.yaml,b.yaml)"
+            )
+        run.parent = by_name[name]
+    for run in runs:
+        chain, node = [run.name], run.parent
+        while node is not None and node.name not in chain[1:]:
+            chain.append(node.name)
+            if node is run:
+                raise SpecError(
+                    f"{run.spec_file}: model.from_run makes a cycle: {' -> '.join(chain)}; a run "
+                    "can only start from a run that does not start from it"
+                )
+            node = node.parent

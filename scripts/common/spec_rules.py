@@ -57,11 +57,17 @@ def semantic_errors(section: str, value: dict) -> list[str]:
     """Rules JSON Schema states badly: one-of choices with readable messages, safe paths."""
     errors = []
     if section == "model":
-        chosen = [k for k in ("id", "path", "build") if k in value]
+        chosen = [k for k in ("id", "path", "build", "from_run") if k in value]
         if len(chosen) != 1:
             errors.append(
-                "model: give exactly one of model.id (hub), model.path (local folder) or "
-                f"model.build (tiny model from a config); got {chosen or 'none'}"
+                "model: give exactly one of model.id (hub), model.path (local folder), "
+                "model.build (tiny model from a config) or model.from_run (another run's tuned "
+                f"model); got {chosen or 'none'}"
+            )
+        elif "from_run" in value and (set(value) - {"from_run", "trust_remote_code"} or value["trust_remote_code"]):
+            errors.append(
+                "model.from_run: takes no other model keys (the run it names says where its model "
+                f"came from); remove {sorted(set(value) - {'from_run', 'trust_remote_code'}) or ['trust_remote_code']}"
             )
         build = value.get("build") or {}
         if build and build["hidden_size"] % build["num_heads"]:

@@ -20,7 +20,8 @@ READS = {
     "base_model": ["shard_data"],  # a built model trains its tokenizer on shard_data's sample
     "tokenize_shard": ["clean_shard", "base_model"],
     "audit_data": ["tokenize_shard", "base_model"],
-    "train_model": ["tokenize_shard", "base_model", "audit_data"],
+    "reference_logps": ["tokenize_shard", "base_model"],
+    "train_model": ["tokenize_shard", "base_model", "audit_data", "reference_logps"],
     "evaluate_model": ["tokenize_shard", "base_model", "train_model"],
     "merge_model": ["base_model", "train_model"],
     "export_adapter": ["base_model", "train_model"],
@@ -69,6 +70,23 @@ def export_decoding(evaluate: dict) -> dict:
     return _part(evaluate, *keys)
 
 
+# Objectives whose reference model's log-probs are computed once, by their own step, and read
+# by every run that shares the tokens and the reference (a beta or learning-rate sweep).
+REFERENCE_OBJECTIVES = {"dpo"}
+
+
+def reference_slice(train: dict) -> dict:
+    """What the reference log-probs depend on besides the tokens and the base: the precision
+    (autocast), the threads (CPU kernels) and, for QLoRA, the quantization of the base. Not
+    beta, the learning rate or the method's LoRA settings: the reference is the base itself."""
+    quantized = train["method"] == "qlora"
+    return {
+        "precision": train["precision"],
+        "threads": train["threads"],
+        "qlora": train.get("qlora", {}) if quantized else None,
+    }
+
+
 def step_slices(sections: dict) -> dict[str, tuple[str, dict]]:
     """step -> (the spec section it comes from, the slice of that section the step reads)."""
     export = sections["export"]
@@ -78,6 +96,7 @@ def step_slices(sections: dict) -> dict[str, tuple[str, dict]]:
         "base_model": ("model", sections["model"]),
         "tokenize_shard": ("tokenize", sections["tokenize"]),
         "audit_data": ("tokenize", sections["tokenize"]),
+        "reference_logps": ("train", reference_slice(sections["train"])),
         "train_model": ("train", sections["train"]),
         "evaluate_model": ("evaluate", sections["evaluate"]),
         # the export's generation_config holds the evaluated decoding: an edit to it reruns these
@@ -101,6 +120,8 @@ def run_steps(sections: dict) -> list[str]:
     skip = {p for p in PIECE_FOLDER if p not in pieces}
     if "push_to_hub" not in export:
         skip.add("push_to_hub")
+    if sections["train"].get("objective", "sft") not in REFERENCE_OBJECTIVES:
+        skip.add("reference_logps")
     return [step for step in STEP_ORDER if step not in skip]
 
 
