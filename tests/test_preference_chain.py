@@ -154,3 +154,58 @@ def test_an_sft_edit_reruns_the_dpo_runs_only_when_it_reaches_them(chain):
             )
     finally:
         spec.write_text(original)
+
+
+def train_key(workdir) -> str:
+    from scripts.common.spec import load_specs
+
+    runs = {run.name: run for run in load_specs(sorted((workdir / "specs").glob("*.yaml")))}
+    return runs["dpo_resume"].keys["train"]
+
+
+def test_killed_dpo_training_resumes_to_the_same_weights(chain):
+    """Kill -9 during DPO training; the rerun resumes from the newest checkpoint and ends with
+    the same adapter bytes as a run that was never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.test_train import wait_for_checkpoint
+
+    workdir, _, _ = chain
+    spec = yaml.safe_load((workdir / "specs/dpo.yaml").read_text())
+    spec.pop("sweep")
+    spec["train"] = {
+        **spec["train"],
+        "max_steps": 40,
+        "save_steps": 10,
+        "logging_steps": 5,
+        "lr_scheduler": "constant",
+    }
+    (workdir / "specs/dpo_resume.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    try:
+        target = "results/runs/dpo_resume/train.manifest.json"
+        work = workdir / f"results/work/train/{train_key(workdir)}"
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        cmd = [sys.executable, "-m", "snakemake", "--cores", "2", target]
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+        killed_after = wait_for_checkpoint(work, proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not (workdir / target).exists()
+        snakemake(workdir, "--unlock")
+        resumed = snakemake(workdir, target, "--rerun-incomplete")
+        assert jobs_run(resumed)["train_model"] == 1 and "reference_logps" not in jobs_run(resumed)
+        manifest = json.loads((workdir / target).read_text())
+        assert 40 > manifest["counts"]["steps_run"] == 40 - manifest["counts"]["resumed_from_step"]
+        assert manifest["counts"]["resumed_from_step"] >= killed_after
+        adapter = workdir / "results/runs/dpo_resume/train/model/adapter_model.safetensors"
+        resumed_weights = adapter.read_bytes()
+        subprocess.run(["rm", "-rf", str(work)], check=True)
+        snakemake(workdir, target, "--forcerun", "train_model")
+        assert "starting fresh" in (workdir / "logs/runs/dpo_resume/train_model.log").read_text()
+        assert adapter.read_bytes() == resumed_weights
+    finally:
+        (workdir / "specs/dpo_resume.yaml").unlink()
