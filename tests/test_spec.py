@@ -299,3 +299,45 @@ def test_a_sweep_value_ending_in_a_newline_is_not_a_safe_run_name(tmp_path):
         load_spec_file(path)
     with pytest.raises(SpecError, match="file name is the run name"):
         load_spec_file(demo_with(tmp_path, lambda s: None, name="bad\n.yaml"))
+
+
+def from_run(name):
+    return lambda spec: spec.update(model={"from_run": name})
+
+
+def test_from_run_links_runs_and_its_key_follows_the_parents_training(tmp_path):
+    sft = demo_with(tmp_path, lambda s: s.update(sweep={"train.learning_rate": [0.001, 0.002]}), "sft.yaml")
+    dpo = demo_with(tmp_path, from_run("sft--train.learning_rate=0.002"), "dpo.yaml")
+    runs = {run.name: run for run in load_specs([sft, dpo])}
+    assert runs["dpo"].parent is runs["sft--train.learning_rate=0.002"]
+    one, two = runs["sft--train.learning_rate=0.001"], runs["sft--train.learning_rate=0.002"]
+    assert runs["dpo"].keys["model"] != one.keys["model"]  # not the parent's base: its tuned model
+    before = runs["dpo"].keys["model"]
+    runs["dpo"].parent = one  # another parent training: another base
+    assert runs["dpo"].keys["model"] != before and one.keys["model"] == two.keys["model"]
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        (
+            {"dpo": from_run("sfy")},
+            "model.from_run: no run named 'sfy' among the specs loaded.*did you mean 'sft'",
+        ),
+        ({"dpo": from_run("dpo")}, "model.from_run makes a cycle: dpo -> dpo"),
+        ({"a": from_run("b"), "b": from_run("a")}, "model.from_run makes a cycle: a -> b -> a"),
+        (
+            {"dpo": lambda s: s.update(model={"from_run": "sft", "path": "x"})},
+            "give exactly one of model.id .* or model.from_run",
+        ),
+        (
+            {"dpo": lambda s: s.update(model={"from_run": "sft", "trust_remote_code": True})},
+            r"model.from_run: takes no other model keys.*remove \['trust_remote_code'\]",
+        ),
+    ],
+)
+def test_from_run_errors_name_the_fix(tmp_path, specs, message):
+    paths = [demo_with(tmp_path, lambda s: None, "sft.yaml")]
+    paths += [demo_with(tmp_path, edit, f"{name}.yaml") for name, edit in specs.items()]
+    with pytest.raises(SpecError, match=message):
+        load_specs(paths)
