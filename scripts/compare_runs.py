@@ -78,6 +78,18 @@ NOTE = (
     "Tuned-model metrics on each run's validation examples; in brackets the change against the "
     "run's base model. ↑ higher is better, ↓ lower is better; best run per metric in bold."
 )
+PREFERENCE_NOTE = (
+    "Preference runs: chosen_logp and rejected_logp are mean summed log-probs of the responses, "
+    "ranking_accuracy the share of pairs whose chosen response the model itself finds likelier "
+    "(in brackets: against the base's ranking), reward_accuracy and reward_margin the tuned "
+    "model's implicit DPO rewards against its base (no base value: the base's rewards are 0)."
+)
+
+
+def note(table: dict) -> str:
+    """The table's legend, with the preference metrics explained when a run has them."""
+    pairs = any("reward_accuracy" in n or "ranking_accuracy" in n for n in table["metrics"])
+    return NOTE + (" " + PREFERENCE_NOTE if pairs else "")
 
 
 def markdown(table: dict) -> str:
@@ -90,7 +102,9 @@ def markdown(table: dict) -> str:
         if table["spec_keys"]
         else "All runs share the same spec values."
     )
-    return f"# Runs compared ({len(table['rows'])})\n\n{NOTE} {spec_note}\n\n" + "\n".join(lines) + "\n"
+    return (
+        f"# Runs compared ({len(table['rows'])})\n\n{note(table)} {spec_note}\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def html_page(table: dict) -> str:
@@ -107,7 +121,7 @@ def html_page(table: dict) -> str:
     )
     return (
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>Runs compared</title><style>{style}</style>'
-        f"</head><body><h1>Runs compared ({len(table['rows'])})</h1><p>{html.escape(NOTE)}</p>"
+        f"</head><body><h1>Runs compared ({len(table['rows'])})</h1><p>{html.escape(note(table))}</p>"
         f'<table id="tunemake-compare"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></body></html>\n'
     )
 

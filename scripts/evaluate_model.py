@@ -4,6 +4,11 @@ Writes `predictions.jsonl` (prompt, reference, base and tuned output, per-exampl
 worst tuned example first), `report.json` (flat metrics of both models, which direction is
 better, what improved; validated against schemas/report.schema.json) and `summary.md`.
 
+Preference runs (train.objective not sft, read from the train manifest, on tokens with rejected
+responses) also get the log-probs of the chosen and rejected responses under both models and the
+tuned model's implicit DPO rewards against the base (scripts/common/preference_eval.py); their
+reference is the chosen response, so the text metrics score generations against it.
+
     python -m scripts.evaluate --spec-json "$(cat evaluate.json)" --method lora \
         --base results/models/KEY/model --tuned results/runs/demo/train/model \
         --train-manifest results/runs/demo/train.manifest.json \
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -29,8 +35,16 @@ from scripts.common.evaluation import (
     text_metrics,
     wants_loss,
 )
-from scripts.common.files import atomic_write_json, atomic_write_text, jsonl_text
+from scripts.common.files import atomic_write_json, atomic_write_text, jsonl_text, read_json
 from scripts.common.manifest import write_manifest
+from scripts.common.preference_eval import (
+    has_pairs,
+    pair_beta,
+    pair_scores,
+    preference_metrics,
+    response_examples,
+    summed_logps,
+)
 from scripts.common.spec import SpecError, check_slice, schema_errors
 from scripts.common.token_splits import load_split
 
@@ -51,12 +65,30 @@ def select_rows(rows: list[dict], ev: dict) -> tuple[list[dict], list[int]]:
     return rows, generated
 
 
-def score_model(model, tokenizer, rows: list[dict], generated: list[int], ev: dict, timings: dict, name: str):
-    """One model's report metrics, outputs ({row index: text}) and per-row losses."""
+def pair_logps(model, tokenizer, rows: list[dict], ev: dict) -> tuple[list[float], list[float]]:
+    """Summed log-probs of each pair's chosen and of its rejected response under `model`."""
+    from scripts.common.generation import label_losses, pad_id_of
+
+    chosen, rejected = response_examples(rows)
+    scored = label_losses(model, chosen + rejected, batch_size=ev["batch_size"], pad_id=pad_id_of(tokenizer))
+    logps = summed_logps(scored)
+    return logps[: len(rows)], logps[len(rows) :]
+
+
+def score_model(model, tokenizer, rows, generated, ev, timings, name, *, pairs=False, scored=True):
+    """One model's report metrics, outputs ({row index: text}), per-row losses and, for
+    preference pairs, its log-probs of the responses. scored=False: the log-probs only (the
+    reference of the rewards when compare_base is off)."""
     from scripts.common.generation import Decoding, generate, label_losses, mean_loss, pad_id_of
 
     found: dict[str, float] = {}
     outputs: dict[int, str] = {}
+    logps = None
+    if pairs:
+        start = time.perf_counter()
+        logps = pair_logps(model, tokenizer, rows, ev)
+        timings[f"{name}_pair_logps"] = time.perf_counter() - start
+    generated = generated if scored else []
     if generated:
         start = time.perf_counter()
         prompts = [rows[i]["input_ids"][: rows[i]["prompt_length"]] for i in generated]
@@ -65,16 +97,16 @@ def score_model(model, tokenizer, rows: list[dict], generated: list[int], ev: di
         outputs = dict(zip(generated, texts))
         found.update(text_metrics(ev, texts, [rows[i]["reference"] for i in generated]))
     losses = None
-    if wants_loss(ev):
+    if scored and wants_loss(ev):
         start = time.perf_counter()
-        pairs = [(r["input_ids"], r["labels"]) for r in rows]
-        losses = label_losses(model, pairs, batch_size=ev["batch_size"], pad_id=pad_id_of(tokenizer))
+        examples = [(r["input_ids"], r["labels"]) for r in rows]
+        losses = label_losses(model, examples, batch_size=ev["batch_size"], pad_id=pad_id_of(tokenizer))
         timings[f"{name}_loss"] = time.perf_counter() - start
         mean = mean_loss(losses)
         if math.isnan(mean):
             fail("no validation example has a label token: check tokenize.max_length and the data")
         found.update(loss_metrics(ev, mean))
-    return {"metrics": rounded(found), "outputs": outputs, "losses": losses}
+    return {"metrics": rounded(found), "outputs": outputs, "losses": losses, "logps": logps}
 
 
 def on_accelerator(model):
@@ -86,22 +118,59 @@ def on_accelerator(model):
     return model
 
 
-def evaluate_models(args, ev: dict, rows: list[dict], generated: list[int], timings: dict) -> dict:
-    """Results per model ("tuned", and "base" when compare_base), loading one model at a time."""
+def evaluate_models(
+    args, ev: dict, rows: list[dict], generated: list[int], timings: dict, pairs=False
+) -> dict:
+    """Results per model ("tuned", and "base" when compare_base or for preference pairs, whose
+    rewards need the base's log-probs), loading one model at a time."""
     from scripts.common.modeling import load_base_model, load_tokenizer, load_tuned_model
 
     tokenizer = load_tokenizer(args.base, padding_side="left")  # the tokenizer that made the tokens
     loaders = {"tuned": lambda: load_tuned_model(args.base, args.tuned, args.method)}
-    if ev["compare_base"]:
+    if ev["compare_base"] or pairs:
         loaders["base"] = lambda: load_base_model(args.base)
     results = {}
     for name, load in loaders.items():
         start = time.perf_counter()
         model = on_accelerator(load())
         timings[f"{name}_load"] = time.perf_counter() - start
-        results[name] = score_model(model, tokenizer, rows, generated, ev, timings, name)
+        scored = name == "tuned" or ev["compare_base"]
+        results[name] = score_model(
+            model, tokenizer, rows, generated, ev, timings, name, pairs=pairs, scored=scored
+        )
         del model
     return results
+
+
+def add_preference_metrics(results: dict, beta: float | None, compare_base: bool) -> None:
+    """Put the preference metrics in each model's metrics and per-example scores; the base's
+    result is dropped when it was loaded only as the reference (compare_base off)."""
+    logps = {name: result["logps"] for name, result in results.items()}
+    per_model, per_example = preference_metrics(logps, beta), pair_scores(logps, beta)
+    for name, result in results.items():
+        result["metrics"].update(rounded(per_model[name]))
+        result["pair_scores"] = per_example[name]
+    if not compare_base:
+        del results["base"]
+
+
+def preference_of(train_manifest: str, rows: list[dict]) -> dict | None:
+    """{"objective", "pairs", "beta"} when the run trained on preference pairs, else None."""
+    train = read_json(train_manifest).get("spec", {})
+    objective = train.get("objective", "sft")
+    if objective == "sft" or not has_pairs(rows):
+        return None
+    return {"objective": objective, "pairs": len(rows), "beta": pair_beta(train)}
+
+
+def check_regex_match(ev: dict) -> None:
+    """Refuse a regex_match pattern that does not compile before any model loads."""
+    pattern = (ev.get("regex_match") or {}).get("pattern")
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            fail(f"evaluate.regex_match.pattern: {pattern!r} is not a valid regex: {exc}")
 
 
 def parse_args(argv):
@@ -130,15 +199,20 @@ def main(argv=None):
         ev = check_slice("evaluate", json_arg(args.spec_json))
     except SpecError as exc:
         fail(str(exc))
+    check_regex_match(ev)
     from scripts.common.modeling import pin_threads
 
     pin_threads(args.threads, ev["seed"])
     rows, generated = select_rows(load_split(args.tokens, "validation").to_pylist(), ev)
+    preference = preference_of(args.train_manifest, rows)
     timings: dict[str, float] = {}
-    results = evaluate_models(args, ev, rows, generated, timings)
+    results = evaluate_models(args, ev, rows, generated, timings, pairs=preference is not None)
+    if preference:
+        add_preference_metrics(results, preference["beta"], ev["compare_base"])
     predictions = prediction_rows(ev, rows, results)
     base = results["base"]["metrics"] if "base" in results else None
-    report = build_report(args.run, len(rows), len(generated), base, results["tuned"]["metrics"], predictions)
+    tuned = results["tuned"]["metrics"]
+    report = build_report(args.run, len(rows), len(generated), base, tuned, predictions, preference)
     errors = schema_errors(report, "report.schema.json")
     if errors:
         fail(f"report does not match schemas/report.schema.json: {errors}")

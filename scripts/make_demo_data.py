@@ -1,9 +1,14 @@
-"""Generate the embedded demo dataset: "Spell 372:" -> "three seven two" (seeded, committed).
+"""Generate the embedded demo datasets: "Spell 372:" -> "three seven two" (seeded, committed).
 
 Writes JSONL with prompt/completion fields, plus a few deliberately messy records (extra
 whitespace, an empty completion, an exact duplicate) so that cleaning has something to count.
+With --pairs, writes preference pairs on the same prompts instead: chosen spells the digits
+comma-separated ("three, seven, two"), rejected in the plain style of the first dataset, so that
+DPO after SFT on the first visibly switches style (one-digit numbers, the same in both styles,
+and the messy records are left out).
 
     python -m scripts.make_demo_data --out data/demo/spell_digits.jsonl --records 2400 --seed 0
+    python -m scripts.make_demo_data --pairs --out data/demo/spell_digits_pairs.jsonl --records 2400 --seed 0
 """
 
 from __future__ import annotations
@@ -20,6 +25,12 @@ def spell(number: int) -> str:
     return " ".join(WORDS[int(d)] for d in str(number))
 
 
+# The preferred style of the pairs: the words joined by ", " (every word stays one token of the
+# demo tokenizer). evaluate.regex_match with this pattern measures the share written that way.
+PREFERRED_SEPARATOR = ", "
+PREFERRED_PATTERN = r"^[a-z]+(, [a-z]+)+$"
+
+
 def make_records(count: int, seed: int) -> list[dict]:
     """`count` distinct numbers below 10,000 (every length 1..4 digits), then the messy extras."""
     rng = random.Random(seed)
@@ -33,18 +44,34 @@ def make_records(count: int, seed: int) -> list[dict]:
     return records
 
 
+def make_pairs(count: int, seed: int) -> list[dict]:
+    """Preference pairs on the prompts of make_records(count, seed) that have two or more digits:
+    chosen in the preferred style, rejected in the plain one (the SFT demo's completion)."""
+    pairs = []
+    for record in make_records(count, seed)[:count]:
+        words = record["completion"].split()
+        if len(words) > 1:
+            chosen = PREFERRED_SEPARATOR.join(words)
+            pairs.append({"prompt": record["prompt"], "chosen": chosen, "rejected": record["completion"]})
+    return pairs
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--records", type=int, default=2400)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--pairs", action="store_true", help="write {prompt, chosen, rejected} style pairs instead"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     with open(args.out, "w", encoding="utf-8") as out:
-        for record in make_records(args.records, args.seed):
+        make = make_pairs if args.pairs else make_records
+        for record in make(args.records, args.seed):
             out.write(json.dumps(record) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from scripts.common.cli import json_arg
+from scripts.common.evaluation import preference_markdown
 from scripts.common.files import atomic_write_text, read_json
 from scripts.common.manifest import write_manifest
 
@@ -47,7 +48,7 @@ def card_metadata(card: dict, fmt: str, run: str, spec: dict, report: dict, trai
         datasets=datasets,
         metrics=list(spec["evaluate"]["metrics"]),
         pipeline_tag="text-generation",
-        tags=["tunemake", "sft", method, *adapter_tags, *card["tags"]],
+        tags=["tunemake", train["spec"].get("objective", "sft"), method, *adapter_tags, *card["tags"]],
         model_name=run,
         eval_results=results,
     ).to_yaml()
@@ -81,7 +82,10 @@ def usage(fmt: str, base: dict) -> str:
 
 def training_summary(train: dict) -> str:
     spec, counts, details = train["spec"], train["counts"], train["details"]
+    objective = spec.get("objective", "sft")
+    beta = (spec.get(objective) or {}).get("beta") if objective != "sft" else None
     lines = [
+        f"- objective: {objective}" + (f", beta {beta:g}" if beta is not None else ""),
         f"- method: {details['method']}, precision: {details['precision']}",
         f"- steps: {counts['steps']}, examples: {counts['examples']}, tokens: {counts['train_tokens']}",
         f"- learning rate: {spec['learning_rate']}, batch per device: {spec['per_device_batch_size']}",
@@ -134,7 +138,7 @@ def render_card(export: dict, run: str, spec: dict, report: dict, train: dict, b
 
 ## Evaluation ({report["examples"]} validation examples, base against tuned)
 
-{metrics_table(report)}
+{metrics_table(report)}{preference_markdown(report)}
 
 ## Training
 

@@ -30,7 +30,8 @@ def panels(report: dict) -> list[dict]:
         arrow = "↑" if report.get("higher_is_better", {}).get(name, True) else "↓"
         improved = (report.get("improved") or {}).get(name)
         verdict = "" if improved is None else (" ✓" if improved else " ✗")
-        bars = [("base", base[name]), ("tuned", value)] if base else [("tuned", value)]
+        # reward_accuracy and reward_margin are the tuned model's only (the base is the reference)
+        bars = [("base", base[name]), ("tuned", value)] if base and name in base else [("tuned", value)]
         out.append({"title": f"{name} {arrow}{verdict}", "bars": bars})
     return out
 

@@ -6,15 +6,25 @@ from __future__ import annotations
 import math
 
 from scripts.common import metrics as M
+from scripts.common import preference_eval as P
 
-TEXT_METRICS = ("exact_match", "accuracy", "rouge", "bleu", "chrf")
+TEXT_METRICS = ("exact_match", "accuracy", "rouge", "bleu", "chrf", "regex_match")
 LOSS_METRICS = ("loss", "perplexity")
 WORST_IN_REPORT = 5
+# Report metric name -> whether a larger value is better: text and loss metrics, then the
+# preference metrics of preference runs (scripts/common/preference_eval.py).
+HIGHER_IS_BETTER = {**M.HIGHER_IS_BETTER, **P.HIGHER_IS_BETTER}
+
+
+def improved(name: str, base: float, tuned: float) -> bool:
+    """Whether `tuned` is strictly better than `base` on report metric `name`."""
+    return tuned > base if HIGHER_IS_BETTER[name] else tuned < base
 
 
 def ordered(names) -> list[str]:
-    """Report metric names in a fixed reading order (matches first, then overlap, then loss)."""
-    known = list(M.HIGHER_IS_BETTER)
+    """Report metric names in a fixed reading order (matches first, then overlap, then loss,
+    then preference metrics)."""
+    known = list(HIGHER_IS_BETTER)
     return sorted(names, key=lambda n: (known.index(n) if n in known else len(known), n))
 
 
@@ -34,6 +44,7 @@ def metric_options(ev: dict) -> dict[str, dict]:
         "rouge": {**ev["rouge"], "seed": ev["seed"]},
         "bleu": ev["bleu"],
         "chrf": ev["chrf"],
+        "regex_match": ev.get("regex_match"),
     }
 
 
@@ -84,6 +95,8 @@ def example_scores(ev: dict, outputs: list[str], references: list[str]) -> list[
         )
     if "chrf" in names:
         columns["chrf"] = M.chrf_per_example(outputs, references, **ev["chrf"])
+    if "regex_match" in names:
+        columns["regex_match"] = M.regex_match_per_example(outputs, references, **ev["regex_match"])
     return [{k: round(v[i], 6) for k, v in columns.items()} for i in range(len(outputs))]
 
 
@@ -115,7 +128,8 @@ def _worst_first_key(primary: str | None):
 
 def prediction_rows(ev: dict, rows: list[dict], results: dict) -> list[dict]:
     """One record per validation example, worst tuned example first. `results[model]` holds
-    `outputs` ({row index: text}) and `losses` ([(sum, count)] per row, or None)."""
+    `outputs` ({row index: text}), `losses` ([(sum, count)] per row, or None) and, for
+    preference pairs, `pair_scores` (per row: logp_margin, reward_margin)."""
     scores: dict[str, dict[int, dict]] = {}
     for model, result in results.items():
         indices = sorted(result["outputs"])
@@ -126,6 +140,8 @@ def prediction_rows(ev: dict, rows: list[dict], results: dict) -> list[dict]:
         for i, (total, count) in enumerate(result["losses"] or []):
             if count:
                 scores[model].setdefault(i, {})["loss"] = round(total / count, 6)
+        for i, extra in enumerate(result.get("pair_scores") or []):
+            scores[model].setdefault(i, {}).update(extra)
     out = []
     for i, row in enumerate(rows):
         record = {"id": row["id"], "prompt": row["prompt"], "reference": row["reference"], "scores": {}}
@@ -137,22 +153,35 @@ def prediction_rows(ev: dict, rows: list[dict], results: dict) -> list[dict]:
     return sorted(out, key=_worst_first_key(primary_score(ev)))
 
 
-def build_report(run: str, rows: int, generated: int, base: dict | None, tuned: dict, worst: list) -> dict:
-    """report.json: flat metrics per model, which direction is better, and what improved."""
-    better = {name: M.HIGHER_IS_BETTER[name] for name in tuned}
-    improved = None
+def build_report(
+    run: str,
+    rows: int,
+    generated: int,
+    base: dict | None,
+    tuned: dict,
+    worst: list,
+    preference: dict | None = None,
+) -> dict:
+    """report.json: flat metrics per model, which direction is better, and what improved (for
+    the metrics both models have: reward_accuracy and reward_margin are the tuned model's
+    only). `preference`: {"objective", "pairs", "beta"} of a preference run, else None."""
+    better = {name: HIGHER_IS_BETTER[name] for name in tuned}
+    changed = None
     if base is not None:
-        improved = {name: M.improved(name, base[name], tuned[name]) for name in tuned}
-    return {
+        changed = {name: improved(name, base[name], tuned[name]) for name in tuned if name in base}
+    report = {
         "schema_version": 1,
         "run": run,
         "examples": rows,
         "generated": generated,
         "metrics": {"base": base, "tuned": tuned},
         "higher_is_better": better,
-        "improved": improved,
+        "improved": changed,
         "worst": worst[:WORST_IN_REPORT],
     }
+    if preference is not None:
+        report["preference"] = preference
+    return report
 
 
 def cell(value, limit: int = 120) -> str:
@@ -174,7 +203,8 @@ def metrics_markdown(report: dict) -> str:
         arrow = "↑ higher" if report["higher_is_better"][name] else "↓ lower"
         before = base.get(name) if base else None
         change = f"{value - before:+.4g}" if before is not None else "-"
-        mark = "-" if report["improved"] is None else ("yes" if report["improved"][name] else "**no**")
+        verdict = (report["improved"] or {}).get(name)
+        mark = "-" if verdict is None else ("yes" if verdict else "**no**")
         lines.append(f"| {name} | {arrow} | {cell(before)} | {cell(value)} | {change} | {mark} |")
     return "\n".join(lines)
 
@@ -192,5 +222,32 @@ def summary_markdown(report: dict, predictions: list[dict], worst: int = 10) -> 
             f"| {p['id'][:8]} | {cell(p['prompt'])} | {cell(p['reference'])} | {cell(p['base'])} "
             f"| {cell(p['tuned'])} | {scores or '-'} |"
         )
+    pairs = preference_markdown(report)
     worst_part = f"\n\n## Worst {min(worst, len(predictions))} examples (tuned)\n\n" + "\n".join(rows)
-    return head + metrics_markdown(report) + worst_part + "\n"
+    return head + metrics_markdown(report) + pairs + worst_part + "\n"
+
+
+PREFERENCE_NOTE = (
+    "chosen_logp / rejected_logp: mean summed log-prob (nats) of the chosen / rejected response "
+    "given the prompt. ranking_accuracy: share of pairs where the model itself gives the chosen "
+    "response the higher log-prob (for the base, the reference: about 0.5 when it has no "
+    "preference and the responses are alike in length; summed log-probs favour the shorter). "
+    "reward_accuracy: share of pairs where the tuned model's implicit DPO reward "
+    "beta * (log p_tuned - log p_base) of the chosen response exceeds the rejected one's; "
+    "reward_margin: the mean difference of those rewards (the base's own rewards are all 0, so "
+    "it has neither). Text metrics score generations against the chosen responses."
+)
+
+
+def preference_markdown(report: dict) -> str:
+    """The paragraph that explains a preference run's metrics (empty for other runs)."""
+    pref = report.get("preference")
+    if not pref:
+        return ""
+    beta = (
+        f"beta {pref['beta']:g} (train.{pref['objective']}.beta)" if pref["beta"] is not None else "no beta"
+    )
+    return (
+        f"\n\n## Preference pairs ({pref['pairs']} validation pairs, {pref['objective']}, {beta})"
+        f"\n\n{PREFERENCE_NOTE}"
+    )

@@ -144,6 +144,27 @@ def accuracy(
     return float(np.mean(scores))
 
 
+def regex_match_per_example(
+    predictions: Iterable[str], references: Iterable | None = None, *, pattern: str
+) -> list[float]:
+    """1.0 where `pattern` is found in the generation (re.search; anchor it with ^...$ to
+    match the whole text), else 0.0. The references are not read: this scores a form (a style,
+    a format), not correctness."""
+    preds = list(predictions)
+    if not preds:
+        raise ValueError("regex_match: no predictions given; need at least one example")
+    if references is not None:
+        _pair("regex_match", preds, references)
+    compiled = re.compile(pattern)
+    return [float(compiled.search(pred) is not None) for pred in preds]
+
+
+def regex_match(predictions: Iterable[str], references: Iterable | None = None, *, pattern: str) -> float:
+    """Share of generations in which `pattern` is found, in [0, 1]: for example the share
+    answered in a required format or style (`^[a-z]+(, [a-z]+)*$`)."""
+    return float(np.mean(regex_match_per_example(predictions, references, pattern=pattern)))
+
+
 def _rouge_scores(predictions, references, rouge_types, use_stemmer, tokenizer):
     from rouge_score import rouge_scorer
 
@@ -270,6 +291,7 @@ METRICS: dict[str, Callable[..., float | dict]] = {
     "rouge": rouge,
     "bleu": bleu,
     "chrf": chrf,
+    "regex_match": regex_match,
 }
 
 
@@ -280,6 +302,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     **dict.fromkeys(ROUGE_TYPES, True),
     "bleu": True,
     "chrf": True,
+    "regex_match": True,
     "validation_loss": False,
     "perplexity": False,
 }
