@@ -260,7 +260,11 @@ def run_reference(wildcards):
 
 
 def reference_arg(wildcards, input):
-    reference = list(input.reference) if not isinstance(input.reference, str) else [input.reference]
+    reference = (
+        list(input.reference)
+        if not isinstance(input.reference, str)
+        else [input.reference]
+    )
     return " ".join(f"--reference {shlex.quote(path)}" for path in reference)
 
 

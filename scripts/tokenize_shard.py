@@ -33,6 +33,8 @@ COLUMNS = ("id", "split", "input_ids", "labels", "prompt_length", "prompt", "ref
 # Preference pairs also keep the rejected response's ids (after the prompt, EOS included); the
 # chosen response is input_ids[prompt_length:], so SFT and evaluation read a pair as prompt+chosen.
 PAIR_COLUMNS = ("rejected_ids",)
+# KTO records also keep their label (true: a desirable completion), a boolean column.
+LABEL_COLUMNS = ("label",)
 
 
 def template_text(tok: dict, tokenizer, workdir: Path = Path(".")) -> tuple[str | None, str]:
@@ -130,7 +132,9 @@ def tokenize_records(
     eos_id = tokenizer.ids["eos_token"]
     eos = [eos_id] if tok["add_eos"] and eos_id is not None else []
     pairs = bool(records) and "chosen" in records[0]
-    columns = {name: [] for name in COLUMNS + (PAIR_COLUMNS if pairs else ())}
+    labelled = bool(records) and "label" in records[0]
+    extra = (PAIR_COLUMNS if pairs else ()) + (LABEL_COLUMNS if labelled else ())
+    columns = {name: [] for name in COLUMNS + extra}
     dropped, truncated, limit = Counter(), 0, tok["max_length"]
     flat = [side for record_plans in plans for side in record_plans]
     encoded = iter(encode_all(flat, tokenizer))
@@ -156,6 +160,8 @@ def tokenize_records(
                     line, record, TemplateError("the prompt tokenizes differently before each response")
                 )
             columns["rejected_ids"].append(rejected_ids[rejected_prompt:])
+        if labelled:
+            columns["label"].append(record["label"])
         plan = record_plans[0]
         for name, value in zip(
             COLUMNS, (record["id"], record["split"], ids, labels, prompt_length, *plan[1:])
@@ -177,7 +183,13 @@ def write_parquet(columns: dict, path: str):
     from scripts.common.files import atomic_write_bytes
 
     ids = pa.list_(pa.int32())
-    types = {"input_ids": ids, "labels": ids, "rejected_ids": ids, "prompt_length": pa.int32()}
+    types = {
+        "input_ids": ids,
+        "labels": ids,
+        "rejected_ids": ids,
+        "prompt_length": pa.int32(),
+        "label": pa.bool_(),
+    }
     table = pa.table(
         {name: pa.array(values, type=types.get(name, pa.string())) for name, values in columns.items()}
     )

@@ -3,17 +3,21 @@
 The shape is chosen by the keys of a source's `fields`:
   {prompt, chosen, rejected}     explicit: three texts, or a prompt conversation and responses
   {messages, chosen, rejected}   a chat prompt (list of turns) and the responses (a text, taken as
-                                 the assistant's answer, or a list of assistant turns)
+                                 the assistant's answer, a list of assistant turns, or one message,
+                                 as LLaMA-Factory's sharegpt ranking records have them)
   {chosen, rejected}             implicit: two whole texts or conversations; the prompt is their
                                  shared beginning (texts: cut back to the last whitespace, so a
                                  word is never split; conversations: the shared turns)
 A stored pair is {"prompt", "chosen", "rejected"}, all texts or all turn lists. Pairs that share a
 prompt share a split (the split hashes the prompt), so a prompt never straddles train/validation.
+
+KTO records, {prompt, completion, label}, are a prompt/completion record with a boolean `label`:
+true for a desirable completion, false for an undesirable one. They split by prompt too.
 """
 
 from __future__ import annotations
 
-from scripts.common.records import SourceError, _get, _string, map_messages
+from scripts.common.records import JSONNumber, SourceError, _get, _kind, _string, map_messages
 
 PAIR_SHAPES = ({"prompt", "chosen", "rejected"}, {"messages", "chosen", "rejected"}, {"chosen", "rejected"})
 
@@ -21,6 +25,8 @@ PAIR_SHAPES = ({"prompt", "chosen", "rejected"}, {"messages", "chosen", "rejecte
 def _side(row, source: dict, name: str, where: str):
     column = source["fields"][name]
     value = _get(row, column, where)
+    if isinstance(value, dict) and name != "messages":
+        value = [value]  # one message (LLaMA-Factory's sharegpt ranking: chosen: {from: gpt, value: ...})
     if isinstance(value, list) or name == "messages":
         return map_messages(value, source["chat"], column, where)
     return _string(value, column, where)
@@ -103,3 +109,30 @@ def pair_texts(record: dict) -> list[str]:
         value = record[key]
         texts += [m["content"].strip() for m in value] if isinstance(value, list) else [value.strip()]
     return texts
+
+
+LABEL_TEXTS = {"true": True, "false": False}
+
+
+def parse_label(value, column: str, where: str) -> bool:
+    """A KTO label: a boolean, or the text true or false in any case (CSV and TSV cells are text)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and not isinstance(value, JSONNumber) and value.strip().lower() in LABEL_TEXTS:
+        return LABEL_TEXTS[value.strip().lower()]
+    got = f"{_kind(value)} {value!r:.40}" if not isinstance(value, JSONNumber) else f"the number {value}"
+    raise SourceError(
+        f"{where}: field '{column}' must be a boolean (true: a desirable completion, false: an undesirable "
+        f"one), got {got}; write true or false",
+        "bad_label",
+    )
+
+
+def map_labelled(row, source: dict, where: str) -> dict:
+    """One source row as a stored KTO record {prompt, completion, label}."""
+    fields = source["fields"]
+    prompt, completion = (
+        _string(_get(row, fields[k], where), fields[k], where) for k in ("prompt", "completion")
+    )
+    label = parse_label(_get(row, fields["label"], where), fields["label"], where)
+    return {"prompt": prompt, "completion": completion, "label": label}

@@ -109,7 +109,9 @@ def dpo_trainer(
     config = DPOConfig(
         **args,
         beta=dpo["beta"],
-        loss_type=[dpo["loss_type"]],
+        # RPO: the preference loss plus a weighted NLL on the chosen responses
+        loss_type=[dpo["loss_type"], *(["sft"] if dpo.get("sft_weight") else [])],
+        loss_weights=[1.0, dpo["sft_weight"]] if dpo.get("sft_weight") else None,
         label_smoothing=dpo["label_smoothing"],
         max_length=None,  # tokenize.max_length already applied
         precompute_ref_log_probs=precomputed,

@@ -1,8 +1,9 @@
 """Reading sources into records, normalising them, and hashing them into shards and splits.
 
-A record has one of four shapes: `text`; `prompt` and `completion` (alpaca sources become
-this shape, with the alpaca prompt); `messages`, a list of {role, content} turns; or a preference
-pair, `prompt`, `chosen` and `rejected` (scripts/common/preference.py).
+A record has one of five shapes: `text`; `prompt` and `completion` (alpaca sources become
+this shape, with the alpaca prompt); `messages`, a list of {role, content} turns; a preference
+pair, `prompt`, `chosen` and `rejected`; or a KTO record, `prompt`, `completion` and a boolean
+`label` (scripts/common/preference.py).
 
 Normalising keeps the text a model is trained on equal to the text a client will send: NFC,
 CRLF -> LF and control characters removed, nothing else (no whitespace is stripped or collapsed:
@@ -275,6 +276,10 @@ def map_fields(row, source: dict, where: str) -> dict:
         from scripts.common.preference import map_pair
 
         return map_pair(row, source, where)
+    if "label" in fields:  # a KTO record (scripts/common/preference.py)
+        from scripts.common.preference import map_labelled
+
+        return map_labelled(row, source, where)
     if "messages" in fields:
         column = fields["messages"]
         return {"messages": map_messages(_get(row, column, where), source["chat"], column, where)}
@@ -319,6 +324,8 @@ def _map_texts(record: dict, fix) -> dict:
     for key, value in record.items():
         if isinstance(value, list):  # messages, or a pair's turns
             value = [{"role": m["role"], "content": fix(m["content"])} for m in value]
+        elif isinstance(value, bool):  # a KTO record's label
+            pass
         else:
             value = fix(value)
         out[key] = value
@@ -379,5 +386,6 @@ def split_of(record: dict, data: dict) -> str:
     forced = record.get("split", "auto")
     if forced != "auto":
         return forced
-    rid = prompt_group(record) if "chosen" in record else record.get("group", record["id"])
+    grouped = "chosen" in record or "label" in record  # pairs and KTO records: one split per prompt
+    rid = prompt_group(record) if grouped else record.get("group", record["id"])
     return "validation" if is_validation(rid, data["validation_fraction"], data["split_seed"]) else "train"

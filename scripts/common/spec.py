@@ -416,7 +416,9 @@ class Run:
         and train keys and its method (an adapter is merged onto its base, full weights not)."""
         if self.parent is None:
             if "from_run" in self.sections["model"]:
-                raise SpecError(f"{self.name}: model.from_run is resolved by load_specs, with the spec that defines it")
+                raise SpecError(
+                    f"{self.name}: model.from_run is resolved by load_specs, with the spec that defines it"
+                )
             return None
         keys = self.parent.keys
         method = self.parent.sections["train"]["method"]

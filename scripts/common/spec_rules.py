@@ -26,6 +26,12 @@ def _evaluate_errors(value: dict) -> list[str]:
             re.compile(pattern)
         except re.error as exc:
             errors.append(f"evaluate.accuracy.extract_regex: {pattern!r} is not a valid regex: {exc}")
+    pattern = (value.get("regex_match") or {}).get("pattern")
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            errors.append(f"evaluate.regex_match.pattern: {pattern!r} is not a valid regex: {exc}; fix the pattern")
     return errors
 
 
@@ -38,6 +44,7 @@ RECORD_SHAPES = (
     {"prompt", "chosen", "rejected"},  # preference pairs (scripts/common/preference.py)
     {"messages", "chosen", "rejected"},
     {"chosen", "rejected"},
+    {"prompt", "completion", "label"},  # KTO records (scripts/common/preference.py)
 )
 
 
@@ -64,7 +71,9 @@ def semantic_errors(section: str, value: dict) -> list[str]:
                 "model.build (tiny model from a config) or model.from_run (another run's tuned "
                 f"model); got {chosen or 'none'}"
             )
-        elif "from_run" in value and (set(value) - {"from_run", "trust_remote_code"} or value["trust_remote_code"]):
+        elif "from_run" in value and (
+            set(value) - {"from_run", "trust_remote_code"} or value["trust_remote_code"]
+        ):
             errors.append(
                 "model.from_run: takes no other model keys (the run it names says where its model "
                 f"came from); remove {sorted(set(value) - {'from_run', 'trust_remote_code'}) or ['trust_remote_code']}"
@@ -79,8 +88,8 @@ def semantic_errors(section: str, value: dict) -> list[str]:
                 errors.append(
                     f"data.sources[{i}].fields: map either text, or prompt and completion, or "
                     "instruction and output with an optional input (alpaca), or messages (chat), or "
-                    "chosen and rejected with an optional prompt or messages (preference pairs); "
-                    f"got {sorted(fields)}"
+                    "chosen and rejected with an optional prompt or messages (preference pairs), or "
+                    f"prompt, completion and label (KTO); got {sorted(fields)}"
                 )
             path = Path(source["path"])
             if path.is_absolute() or ".." in path.parts:
@@ -155,10 +164,58 @@ PAIR_FIELDS = {"chosen", "rejected"}
 SMOOTHED_LOSSES = {"robust", "exo_pair"}
 
 
+PAIR_OBJECTIVES = ("dpo", "orpo", "simpo")
+OBJECTIVE_BLOCKS = ("dpo", "orpo", "simpo", "kto")
+
+
+def _shape_errors(objective: str, paired: list[bool], labelled: list[bool]) -> list[tuple[list, str]]:
+    """dpo, orpo and simpo train on pairs; kto on KTO records or on pairs (each split into a
+    desirable and an undesirable example); sft on anything but KTO records."""
+    where = ["train", "objective"]
+    if objective in PAIR_OBJECTIVES and all(labelled):
+        return [
+            (
+                where,
+                f"train.objective: {objective} trains on preference pairs, but data.sources map KTO records "
+                "(prompt, completion, label); use train.objective: kto, or map chosen and rejected fields",
+            )
+        ]
+    if objective in PAIR_OBJECTIVES and not all(paired):
+        return [
+            (
+                where,
+                f"train.objective: {objective} trains on preference pairs, but data.sources map no chosen and "
+                "rejected fields; map them (fields: {prompt: ..., chosen: ..., rejected: ...}) or use "
+                "train.objective: sft",
+            )
+        ]
+    if objective == "kto" and not (all(labelled) or all(paired)):
+        return [
+            (
+                where,
+                "train.objective: kto trains on completions labelled desirable or not, but data.sources map no "
+                "label field (nor chosen and rejected, which kto splits into a desirable and an undesirable "
+                "example); map one (fields: {prompt: ..., completion: ..., label: ...}) or use "
+                "train.objective: sft",
+            )
+        ]
+    if objective == "sft" and any(labelled):
+        return [
+            (
+                where,
+                "train.objective: sft would train on the undesirable completions of KTO records (field label) "
+                "too; use train.objective: kto, or map no label field and keep only the desirable records",
+            )
+        ]
+    return []
+
+
 def _objective_errors(train: dict, data: dict) -> list[tuple[list, str]]:
-    """The objective and the record shape must fit: dpo trains on preference pairs, and pairs
-    are not mixed with other shapes in one dataset (sft trains on a pair's chosen response)."""
+    """The objective and the record shape must fit (_shape_errors), pairs and KTO records are
+    not mixed with other shapes in one dataset (sft trains on a pair's chosen response), and an
+    objective's settings block is given only with that objective."""
     paired = [bool(PAIR_FIELDS & set(s["fields"])) for s in data["sources"]]
+    labelled = ["label" in s["fields"] for s in data["sources"]]
     errors = []
     if any(paired) and not all(paired):
         errors.append(
@@ -168,19 +225,32 @@ def _objective_errors(train: dict, data: dict) -> list[tuple[list, str]]:
                 "record shapes in one dataset; map chosen and rejected in every source or in none",
             )
         )
-    objective = train["objective"]
-    if objective == "dpo" and not all(paired):
+    if any(labelled) and not all(labelled):
         errors.append(
             (
-                ["train", "objective"],
-                "train.objective: dpo trains on preference pairs, but data.sources map no chosen and "
-                "rejected fields; map them (fields: {prompt: ..., chosen: ..., rejected: ...}) or use "
-                "train.objective: sft",
+                ["data", "sources"],
+                "data.sources: KTO records (field label) cannot be mixed with other record shapes in one "
+                "dataset; map label in every source or in none (pairs: train.objective kto splits them)",
             )
         )
-    if "dpo" in train and objective != "dpo":
+    objective = train["objective"]
+    errors += _shape_errors(objective, paired, labelled)
+    for block in OBJECTIVE_BLOCKS:
+        if block in train and objective != block:
+            errors.append(
+                (
+                    ["train", block],
+                    f"train.{block}: applies to objective {block}, but train.objective is {objective!r}; "
+                    f"remove train.{block} or set train.objective: {block}",
+                )
+            )
+    if objective == "kto" and train["per_device_batch_size"] < 2:
         errors.append(
-            (["train", "dpo"], f"train.dpo: applies to objective dpo, but train.objective is {objective!r}")
+            (
+                ["train", "per_device_batch_size"],
+                "train.per_device_batch_size: kto estimates its KL term from the other examples of a batch, "
+                "so it needs at least 2; raise it (and lower gradient_accumulation_steps to keep the batch)",
+            )
         )
     dpo = train.get("dpo") or {}
     if dpo.get("label_smoothing", 0) > 0 and dpo.get("loss_type", "sigmoid") not in SMOOTHED_LOSSES:

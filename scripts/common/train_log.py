@@ -12,7 +12,10 @@ import json
 import time
 from pathlib import Path
 
-# (DPO also logs how often the policy prefers the chosen response, and by what margin)
+# (the preference objectives also log how often the policy prefers the chosen response and by
+# what margin, the rewards and mean log-probabilities of each side (KTO: of the desirable and the
+# undesirable completions), ORPO and SimPO/CPO the SFT part of their loss, ORPO its log odds
+# ratio, KTO its estimate of the KL divergence from the reference)
 LOGGED = (
     "loss",
     "eval_loss",
@@ -21,6 +24,13 @@ LOGGED = (
     "train_loss",
     "rewards/accuracies",
     "rewards/margins",
+    "rewards/chosen",
+    "rewards/rejected",
+    "logps/chosen",
+    "logps/rejected",
+    "nll_loss",
+    "log_odds_ratio",
+    "kl",
 )
 
 

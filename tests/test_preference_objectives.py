@@ -1,0 +1,449 @@
+"""ORPO, SimPO and KTO through the real workflow: `snakemake train` on the demo's records made into
+preference data (chosen: the digits spelled in order; rejected: the same words reversed), from
+every record shape each objective takes: explicit {prompt, chosen, rejected} texts, a chat prompt
+with text responses, implicit {chosen, rejected} texts, and for KTO its own {prompt, completion,
+label} records (half of them undesirable) as well as pairs. LoRA for every shape, full fine-tuning
+for KTO (whose reference is then a frozen copy of the base). The loss falls, the policy comes to
+prefer the chosen answers where the trainer measures it, and the saved model reloads.
+
+The spec errors of bad combinations run fast (no training) and are not marked slow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from tests.test_preference_training import rejected_answer
+from tests.workflow_fixtures import REPO, jobs_run, snakemake
+
+STEPS = 60
+ORPO = {"orpo": {"beta": 1.0}}  # the odds-ratio term weighed up beside the SFT loss of a random base
+PAIRS = {"q": "prompt", "good": "chosen", "bad": "rejected"}
+# run -> (objective, data file, fields, train overrides)
+RUNS = {
+    "orpo_explicit": ("orpo", "explicit", PAIRS, ORPO),
+    "orpo_chat": ("orpo", "chat", {"conv": "messages", "good": "chosen", "bad": "rejected"}, ORPO),
+    "orpo_implicit": ("orpo", "implicit", {"c": "chosen", "r": "rejected"}, ORPO),
+    "simpo_explicit": ("simpo", "explicit", PAIRS, {}),
+    "simpo_chat": ("simpo", "chat", {"conv": "messages", "good": "chosen", "bad": "rejected"}, {}),
+    "simpo_implicit": ("simpo", "implicit", {"c": "chosen", "r": "rejected"}, {}),
+    "kto_labelled": ("kto", "labelled", {"q": "prompt", "a": "completion", "ok": "label"}, {}),
+    "kto_pairs": ("kto", "explicit", PAIRS, {}),
+    "kto_full": (
+        "kto",
+        "labelled",
+        {"q": "prompt", "a": "completion", "ok": "label"},
+        {"method": "full"},
+    ),
+}
+
+
+def read_log(workdir, run: str) -> list[dict]:
+    path = workdir / f"results/runs/{run}/train/log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def demo_rows(workdir) -> list[dict]:
+    lines = (workdir / "data/demo/spell_digits.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["completion"].strip()]  # the demo's empty answers out
+
+
+def write_data(workdir) -> None:
+    explicit, chat, implicit, labelled = [], [], [], []
+    for i, r in enumerate(demo_rows(workdir)):
+        rejected = rejected_answer(r["completion"].split())
+        explicit.append({"q": r["prompt"], "good": r["completion"], "bad": rejected})
+        chat.append(
+            {"conv": [{"role": "user", "content": r["prompt"]}], "good": r["completion"], "bad": rejected}
+        )
+        implicit.append({"c": f"{r['prompt']} {r['completion']}", "r": f"{r['prompt']} {rejected}"})
+        # KTO records as a user has them: one completion per prompt, rated desirable or not
+        # (undesirable: the number in digits, not spelled; CSV-style text labels on some rows,
+        # JSON booleans on the others)
+        good = i % 2 == 0
+        label = good if i % 3 else ("True" if good else "false")
+        digits = " ".join(r["prompt"].removeprefix("Spell ").removesuffix(":"))
+        labelled.append({"q": r["prompt"], "a": r["completion"] if good else digits, "ok": label})
+    for name, rows in (
+        ("explicit", explicit),
+        ("chat", chat),
+        ("implicit", implicit),
+        ("labelled", labelled),
+    ):
+        (workdir / f"data/{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    shutil.copy(REPO / "tests/data/chat_template.jinja", workdir / "data/chat_template.jinja")
+
+
+def run_spec(demo: dict, objective: str, data: str, fields: dict, overrides: dict) -> dict:
+    train = {
+        **demo["train"],
+        "objective": objective,
+        "max_steps": STEPS,
+        "learning_rate": 1e-3,  # 3e-3 (the demo's) makes SimPO and KTO unstable
+        "logging_steps": 5,
+        "save_steps": 100,
+    }
+    spec = {**demo, "train": {**train, **overrides}}
+    if overrides.get("method") == "full":
+        spec["train"].pop("lora")
+        spec["export"] = {**spec["export"], "format": "merged"}
+    source = {"path": f"data/{data}.jsonl", "fields": {role: column for column, role in fields.items()}}
+    spec["data"] = {**demo["data"], "sources": [source]}
+    if data == "chat":
+        spec["tokenize"] = {**demo["tokenize"], "chat_template_file": "data/chat_template.jinja"}
+    return spec
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tests.workflow_fixtures import copy_workflow
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("objectives"))
+    write_data(workdir)
+    demo = yaml.safe_load((workdir / "specs/demo.yaml").read_text())
+    (workdir / "specs/demo.yaml").unlink()
+    for name, (objective, data, fields, overrides) in RUNS.items():
+        spec = run_spec(demo, objective, data, fields, overrides)
+        (workdir / f"specs/{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    proc = snakemake(workdir, "train", timeout=2400)
+    return workdir, proc
+
+
+def losses(log: list[dict]) -> list[float]:
+    return [e["loss"] for e in log if "loss" in e]
+
+
+@pytest.mark.slow
+def test_every_run_trains_and_its_loss_falls(trained):
+    workdir, proc = trained
+    assert jobs_run(proc)["train_model"] == len(RUNS)
+    for run, (objective, *_) in RUNS.items():
+        log = read_log(workdir, run)
+        curve = losses(log)
+        assert len(curve) == STEPS // 5, (run, log)
+        # the mean of the last three logged losses below the first: robust to one noisy batch
+        assert sum(curve[-3:]) / 3 < curve[0], (run, curve)
+        manifest = json.loads((workdir / f"results/runs/{run}/train.manifest.json").read_text())
+        assert manifest["spec"]["objective"] == objective and manifest["counts"]["steps"] == STEPS
+        assert manifest["counts"]["train_tokens"] > 0, run
+        print(f"{run}: loss {curve[0]:.3f} -> {curve[-1]:.3f}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", [r for r, (objective, *_) in RUNS.items() if objective != "kto"])
+def test_orpo_and_simpo_come_to_prefer_the_chosen_answers(trained, run):
+    workdir, _ = trained
+    steps = [e for e in read_log(workdir, run) if "rewards/accuracies" in e]
+    first, last = steps[0], steps[-1]
+    assert last["rewards/margins"] > first["rewards/margins"], (run, first, last)
+    late = sum(e["rewards/accuracies"] for e in steps[-3:]) / 3
+    assert late > first["rewards/accuracies"], (run, first, steps[-3:])
+    if run.startswith("orpo"):  # ORPO: an SFT loss on the chosen answer plus the odds-ratio term
+        assert last["nll_loss"] < first["nll_loss"], (run, first, last)
+        assert last["logps/chosen"] > first["logps/chosen"], (run, first, last)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", [r for r, (objective, *_) in RUNS.items() if objective == "kto"])
+def test_kto_raises_the_desirable_rewards_above_the_undesirable(trained, run):
+    workdir, _ = trained
+    log = read_log(workdir, run)
+    steps = [e for e in log if "rewards/chosen" in e and "rewards/rejected" in e]
+    first, last = steps[0], steps[-1]
+    assert last["rewards/margins"] > first["rewards/margins"], (run, first, last)
+    assert all(e["kl"] >= 0 for e in steps), log
+    if run != "kto_pairs":  # KTO records: undesirable answers in digits, easy to tell apart
+        assert last["rewards/chosen"] > 0 > last["rewards/rejected"], (run, last)
+
+
+@pytest.mark.slow
+def test_kto_shards_carry_the_labels(trained):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    workdir, _ = trained
+    manifest = json.loads((workdir / "results/runs/kto_labelled/train.manifest.json").read_text())
+    paths = [i["path"] for i in manifest["inputs"] if i["path"].endswith(".parquet")]
+    tokens = [pq.read_table(workdir / p) for p in paths]
+    table = pa.concat_tables(tokens)
+    assert table.schema.field("label").type == pa.bool_()
+    labels = table["label"].to_pylist()
+    assert 0.4 < sum(labels) / len(labels) < 0.6  # half the records were written undesirable
+    # pairs made into KTO examples: two per pair, the shards hold the pairs
+    pairs = json.loads((workdir / "results/runs/kto_pairs/train.manifest.json").read_text())
+    paths = [i["path"] for i in pairs["inputs"] if i["path"].endswith(".parquet")]
+    splits = [pq.read_table(workdir / p, columns=["split"]) for p in paths]
+    train_pairs = sum(table["split"].to_pylist().count("train") for table in splits)
+    assert pairs["counts"]["examples"] == 2 * train_pairs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["orpo_chat", "simpo_explicit", "kto_labelled"])
+def test_the_lora_adapter_reloads_and_answers(trained, run):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    workdir, _ = trained
+    adapter = workdir / f"results/runs/{run}/train/model"
+    assert not (adapter / "ref").exists() and (adapter / "adapter_model.safetensors").is_file()
+    base = workdir / json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).eval()
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    ids = tokenizer("Spell 42:", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=ids).logits).all()
+
+
+@pytest.mark.slow
+def test_the_full_kto_model_reloads_and_moved_from_the_base(trained):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    workdir, _ = trained
+    tuned = AutoModelForCausalLM.from_pretrained(workdir / "results/runs/kto_full/train/model").eval()
+    # kto_full trains on kto_labelled's data, so both start from the same base
+    adapter_config = workdir / "results/runs/kto_labelled/train/model/adapter_config.json"
+    base = AutoModelForCausalLM.from_pretrained(
+        workdir / json.loads(adapter_config.read_text())["base_model_name_or_path"]
+    ).eval()
+    moved = [
+        name
+        for (name, p), (_, q) in zip(tuned.named_parameters(), base.named_parameters())
+        if not torch.equal(p, q)
+    ]
+    assert len(moved) == len(list(base.parameters())), moved  # every weight trained (full)
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        assert torch.isfinite(tuned(input_ids=ids).logits).all()
+
+
+# spec errors at DAG-build time: fast, no training
+
+
+def demo_spec(**edits) -> dict:
+    spec = yaml.safe_load((REPO / "specs/demo.yaml").read_text())
+    for dotted, value in edits.items():
+        section, key = dotted.split("__")
+        spec[section][key] = value
+    return spec
+
+
+PAIR_SOURCE = [
+    {
+        "path": "data/demo/spell_digits.jsonl",
+        "fields": {"prompt": "prompt", "chosen": "completion", "rejected": "completion"},
+    }
+]
+LABEL_SOURCE = [
+    {
+        "path": "data/demo/spell_digits.jsonl",
+        "fields": {"prompt": "prompt", "completion": "completion", "label": "completion"},
+    }
+]
+PLAIN_SOURCE = [
+    {"path": "data/demo/spell_digits.jsonl", "fields": {"prompt": "prompt", "completion": "completion"}}
+]
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        (
+            {"train__objective": "orpo"},
+            "train.objective: orpo trains on preference pairs, but data.sources map no chosen",
+        ),
+        (
+            {"train__objective": "simpo"},
+            "train.objective: simpo trains on preference pairs, but data.sources map no chosen",
+        ),
+        (
+            {"train__objective": "simpo", "data__sources": LABEL_SOURCE},
+            "train.objective: simpo trains on preference pairs, but data.sources map KTO records .* use train.objective: kto",
+        ),
+        (
+            {"train__objective": "kto"},
+            "train.objective: kto trains on completions labelled desirable or not, but data.sources map no label",
+        ),
+        (
+            {"data__sources": LABEL_SOURCE},
+            "train.objective: sft would train on the undesirable completions of KTO records",
+        ),
+        (
+            {"data__sources": PLAIN_SOURCE + LABEL_SOURCE, "train__objective": "kto"},
+            "data.sources: KTO records \\(field label\\) cannot be mixed with other record shapes",
+        ),
+        (
+            {"train__orpo": {"beta": 0.2}},
+            "train.orpo: applies to objective orpo, but train.objective is 'sft'; remove train.orpo",
+        ),
+        (
+            {"train__objective": "orpo", "train__kto": {"beta": 0.2}, "data__sources": PAIR_SOURCE},
+            "train.kto: applies to objective kto, but train.objective is 'orpo'",
+        ),
+        (
+            {"train__objective": "kto", "train__simpo": {"gamma": 1.0}, "data__sources": PAIR_SOURCE},
+            "train.simpo: applies to objective simpo, but train.objective is 'kto'",
+        ),
+        (
+            {"train__objective": "kto", "train__per_device_batch_size": 1, "data__sources": LABEL_SOURCE},
+            "train.per_device_batch_size: kto estimates its KL term from the other examples of a batch",
+        ),
+        (
+            {"train__objective": "simpo", "train__simpo": {"gamma": -1}, "data__sources": PAIR_SOURCE},
+            "train.simpo.gamma",
+        ),
+        (
+            {"train__objective": "orpo", "train__orpo": {"beta": 0}, "data__sources": PAIR_SOURCE},
+            "train.orpo.beta",
+        ),
+        (
+            {"train__objective": "kto", "train__kto": {"desirable_weight": 0}, "data__sources": LABEL_SOURCE},
+            "train.kto.desirable_weight",
+        ),
+    ],
+)
+def test_bad_combinations_fail_at_dag_build_time(tmp_path, edits, expected):
+    from scripts.common.spec import SpecError, load_specs
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(demo_spec(**edits), sort_keys=False))
+    with pytest.raises(SpecError, match=expected):
+        load_specs([str(path)])
+
+
+@pytest.mark.parametrize(
+    ("objective", "sources"),
+    [("orpo", PAIR_SOURCE), ("simpo", PAIR_SOURCE), ("kto", PAIR_SOURCE), ("kto", LABEL_SOURCE)],
+)
+def test_each_objective_accepts_its_shapes_with_its_block_defaulted(tmp_path, objective, sources):
+    from scripts.common.spec import load_specs
+    from scripts.train_model import load_train_slice
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        yaml.safe_dump(demo_spec(train__objective=objective, data__sources=sources), sort_keys=False)
+    )
+    (run,) = load_specs([str(path)])
+    train = load_train_slice(json.dumps(run.sections["train"]))
+    defaults = {"orpo": {"beta": 0.1}, "simpo": {"beta": 2.0, "gamma": 0.5, "cpo_alpha": 0.0}}
+    defaults["kto"] = {"beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0}
+    assert train[objective] == defaults[objective]
+    assert not {"dpo", "orpo", "simpo", "kto"} - {objective} & set(train)
+
+
+# --- the KTO record shape: {prompt, completion, label} --------------------------------------------
+from tests.test_data_tokenize import model_dir, tokenize  # noqa: E402,F401  (fixture: a small tokenizer)
+from tests.test_preference_records import jsonl  # noqa: E402
+from tests.test_records import here, prepare, write  # noqa: E402,F401  (fixture: a workflow folder)
+
+KTO_FIELDS = {"prompt": "q", "completion": "a", "label": "ok"}
+
+
+def kto_records(rows, path: str = "data/kto.jsonl", **data) -> list[dict]:
+    source = {"path": jsonl(path, rows) if path.endswith(".jsonl") else path, "fields": KTO_FIELDS}
+    records, _ = prepare([source], **data)
+    return records
+
+
+def test_kto_records_keep_a_boolean_label_from_booleans_or_true_false_text(here):  # noqa: F811
+    rows = [
+        {"q": "Spell 1:", "a": "one", "ok": True},
+        {"q": "Spell 2:", "a": "owt", "ok": False},
+        {"q": "Spell 3:", "a": "three", "ok": "TRUE"},
+        {"q": "Spell 4:", "a": "ruof", "ok": " false "},
+    ]
+    records = {r["prompt"]: r for r in kto_records(rows)}
+    assert {p: (r["completion"], r["label"]) for p, r in records.items()} == {
+        "Spell 1:": ("one", True),
+        "Spell 2:": ("owt", False),
+        "Spell 3:": ("three", True),
+        "Spell 4:": ("ruof", False),
+    }
+
+
+def test_kto_records_from_csv_read_the_text_labels(here):  # noqa: F811
+    write("data/kto.csv", "q,a,ok\nSpell 1:,one,True\nSpell 2:,owt,False\n")
+    records = kto_records(None, path="data/kto.csv")
+    assert sorted((r["prompt"], r["label"]) for r in records) == [("Spell 1:", True), ("Spell 2:", False)]
+
+
+def test_kto_records_are_cleaned_deduped_and_split_by_prompt(here):  # noqa: F811
+    rows = [{"q": f"Spell {i // 4}:", "a": f"answer {i}", "ok": i % 2 == 0} for i in range(80)]
+    rows += [{"q": "Spell 0:", "a": "answer 0", "ok": True}]  # a duplicate
+    rows += [{"q": "Spell 0:", "a": "   ", "ok": True}]  # an empty completion
+    source = {"path": jsonl("data/kto.jsonl", rows), "fields": KTO_FIELDS}
+    records, manifest = prepare([source], validation_fraction=0.5)
+    assert len(records) == 80
+    splits = {}
+    for record in records:
+        splits.setdefault(record["prompt"], set()).add(record["split"])
+    assert all(len(s) == 1 for s in splits.values()), splits  # a prompt never straddles
+    assert {next(iter(s)) for s in splits.values()} == {"train", "validation"}
+
+
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [
+        ("yes", "got str 'yes'"),
+        (1, "got the number 1"),
+        (None, "got NoneType None"),
+        (["true"], "got list"),
+    ],
+)
+def test_a_bad_label_is_named_with_the_fix_or_skipped_and_counted(here, value, got):  # noqa: F811
+    rows = [{"q": "Spell 1:", "a": "one", "ok": value}, {"q": "Spell 2:", "a": "two", "ok": True}]
+    source = {"path": jsonl("data/kto.jsonl", rows), "fields": KTO_FIELDS}
+    with pytest.raises(SystemExit):
+        prepare([source])
+    source["on_error"] = "skip"
+    records, manifest = prepare([source])
+    assert manifest["counts"]["records_bad"] == {"bad_label": 1}, manifest["counts"]
+    message = manifest["details"]["bad_examples"]
+    expected = (
+        "data/kto.jsonl:1: field 'ok' must be a boolean (true: a desirable completion, false: an "
+        f"undesirable one), {got}"
+    )
+    assert expected in json.dumps(message) and "write true or false" in json.dumps(message), message
+    assert [r["prompt"] for r in records] == ["Spell 2:"]
+
+
+def test_a_kto_record_tokenizes_like_prompt_completion_with_its_label(tmp_path, model_dir):  # noqa: F811
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    plain = {"id": "a" * 16, "split": "train", "prompt": "Spell 12:", "completion": " one two"}
+    labelled = [{**plain, "label": False}, {**plain, "id": "b" * 16, "label": True}]
+    rows = tokenize(tmp_path, model_dir, labelled)
+    assert pq.read_schema(tmp_path / "tokens.parquet").field("label").type == pa.bool_()
+    (tmp_path / "sft").mkdir()
+    (sft,) = tokenize(tmp_path / "sft", model_dir, [plain])
+    for row, label in zip(rows, (False, True)):
+        assert row["label"] is label
+        assert row["input_ids"] == sft["input_ids"] and row["labels"] == sft["labels"]
+        assert row["prompt_length"] == sft["prompt_length"]
+    assert "label" not in sft
+
+
+def test_sharegpt_ranking_records_become_conversational_pairs(here):  # noqa: F811
+    """LLaMA-Factory's sharegpt ranking format: the prompt turns in `conversations`, the two
+    answers as single messages."""
+    rows = [
+        {
+            "conversations": [{"from": "human", "value": "Spell 7:"}],
+            "chosen": {"from": "gpt", "value": "seven"},
+            "rejected": {"from": "gpt", "value": "neves"},
+        }
+    ]
+    source = {
+        "path": jsonl("data/ranking.jsonl", rows),
+        "fields": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
+        "chat": {"role_key": "from", "content_key": "value"},
+    }
+    (record,), _ = prepare([source])
+    assert record["prompt"] == [{"role": "user", "content": "Spell 7:"}]
+    assert record["chosen"] == [{"role": "assistant", "content": "seven"}]
+    assert record["rejected"] == [{"role": "assistant", "content": "neves"}]
