@@ -31,7 +31,9 @@ def _evaluate_errors(value: dict) -> list[str]:
         try:
             re.compile(pattern)
         except re.error as exc:
-            errors.append(f"evaluate.regex_match.pattern: {pattern!r} is not a valid regex: {exc}; fix the pattern")
+            errors.append(
+                f"evaluate.regex_match.pattern: {pattern!r} is not a valid regex: {exc}; fix the pattern"
+            )
     return errors
 
 
