@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: export verify test test-fast lint bench clean venv
+.PHONY: export demo-dpo verify test test-fast lint bench clean venv
 
 venv: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ $(VENV)/.installed: requirements.txt
 
 export: venv
 	$(BIN)/snakemake export --cores $(CORES)
+
+# SFT -> DPO: the demo run, then examples/dpo_style.yaml on top of it (README: Preference tuning).
+demo-dpo: venv
+	$(BIN)/snakemake export --cores $(CORES) --config specs=specs/demo.yaml,examples/dpo_style.yaml
 
 # Rebuild in a clean copy and compare with tunemake.lock (README: Publish a result).
 VERIFY_UNTIL ?= smoke_test
@@ -44,7 +48,7 @@ test-fast: venv
 
 # Every bench prints its ratios against a baseline timed in the same run (README: Benchmarks).
 # report_screenshot needs Debian's chromium; gpu_qlora says so and exits where no GPU is present.
-BENCHES := noop eval_generation train_throughput data_prep report_screenshot gpu_qlora
+BENCHES := noop eval_generation train_throughput dpo_throughput data_prep report_screenshot gpu_qlora
 bench: venv
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; HF_HUB_OFFLINE=1 $(BIN)/python bench/$$b.py || exit 1; done
 

@@ -70,7 +70,8 @@ def usage(fmt: str, base: dict) -> str:
         'generate = pipeline("text-generation", model="PATH_OR_REPO")\n```'
     )
     where = "" if fmt == "adapter" else ', subfolder="adapter"'
-    base_ref = base["details"]["weights"] if base["details"]["source"] != "build" else "BASE_FOLDER"
+    built_here = base["details"]["source"] in ("build", "from_run")  # a folder of this workflow
+    base_ref = "BASE_FOLDER" if built_here else base["details"]["weights"]
     adapter = (
         "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n"
         f'base = AutoModelForCausalLM.from_pretrained("{base_ref}")\n'
@@ -106,6 +107,8 @@ def provenance(train: dict, base: dict, data: dict) -> str:
         "build": "built from the spec's model.build section (random initialisation)",
         "id": f"hub id {weights}",
         "path": f"local folder {weights}",
+        "from_run": "the tuned model of run {run} ({method} training, merged onto its base): "
+        "model.from_run".format(**base["details"].get("parent_run", {"run": "?", "method": "?"})),
     }[source]
     return f"""- base model: {described}
 - data sources:{sources}

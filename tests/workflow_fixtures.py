@@ -17,7 +17,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "schemas", "specs", "data", "environment.yml", "report")
+WORKFLOW_PARTS = (
+    "Snakefile",
+    "rules",
+    "scripts",
+    "schemas",
+    "specs",
+    "examples",
+    "data",
+    "environment.yml",
+    "report",
+)
 _JOB_LINE = re.compile(r"^\s*(?:local)?(?:rule|checkpoint) (\w+):", re.MULTILINE)
 
 
