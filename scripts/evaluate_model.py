@@ -50,8 +50,11 @@ from scripts.common.token_splits import load_split
 
 
 def select_rows(rows: list[dict], ev: dict) -> tuple[list[dict], list[int]]:
-    """The examples scored (first max_examples by id) and the indices of those generated from:
-    rows with a prompt, when a text metric is asked for (plain text gets loss only)."""
+    """The examples scored (first max_examples by id, desirable ones only for KTO records) and the
+    indices of those generated from: rows with a prompt, when a text metric is asked for (plain
+    text gets loss only)."""
+    # KTO records: an undesirable completion is no reference for the metrics (nor for the loss)
+    rows = [r for r in rows if r.get("label", True) is not False]
     rows = rows[: ev["max_examples"]] if ev["max_examples"] else rows
     if not rows:
         fail("the validation split is empty: raise data.validation_fraction or add records")

@@ -451,3 +451,17 @@ def test_cli_plain_text_only_needs_loss_metrics(built, tmp_path, capsys):
         run_cli(built, tmp_path / "bad", {"metrics": ["exact_match"]}, tokens=tmp_path / "plain.parquet")
     assert "no validation record has a prompt (plain-text data)" in capsys.readouterr().err
     assert not (tmp_path / "bad" / "report.json").exists()
+
+
+def test_kto_records_are_scored_on_their_desirable_completions_only():
+    """An undesirable KTO completion is what the model should not say: no reference to score."""
+    from scripts.evaluate_model import select_rows
+
+    ev = check_slice("evaluate", {"metrics": ["exact_match"]})
+    rows = [
+        {"id": "a", "prompt_length": 3, "label": True},
+        {"id": "b", "prompt_length": 3, "label": False},
+        {"id": "c", "prompt_length": 3},
+    ]
+    kept, generated = select_rows(rows, ev)
+    assert [r["id"] for r in kept] == ["a", "c"] and generated == [0, 1]
