@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 import time
@@ -101,6 +102,10 @@ def main(argv=None):
     from scripts.common.trainable import load_trainable_model, resolve_precision
 
     pin_threads(spec["threads"], 0)
+    os.environ["TQDM_DISABLE"] = "1"  # TRL's precompute bar: a line per batch in the log
+    import datasets
+
+    datasets.disable_progress_bars()
     train_set, eval_set = preference_dataset(tokens, "train"), preference_dataset(tokens, "validation")
     if train_set is None:
         fail(
@@ -118,7 +123,12 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as scratch:
         train_values, eval_values = reference_logprobs(
-            model, load_tokenizer(args.base), training_arguments(precision, scratch), train_set, eval_set
+            model,
+            load_tokenizer(args.base),
+            training_arguments(precision, scratch),
+            train_set,
+            eval_set,
+            quantized,
         )
     splits = {"train": train_values, **({"validation": eval_values} if eval_set is not None else {})}
     split_ids = {name: preference_table(tokens, name)["id"].to_pylist() for name in splits}

@@ -129,13 +129,18 @@ def dpo_trainer(
         )
 
 
-def reference_logprobs(model, tokenizer, args: dict, train_set, eval_set):
+def reference_logprobs(model, tokenizer, args: dict, train_set, eval_set, quantized: bool = False):
     """(train, validation or None) as (chosen log-probs, rejected log-probs) of the base `model`
     on the pairs (datasets from preference_dataset): TRL's own precompute pass, at
-    REFERENCE_BATCH pairs per batch (the numbers training would compute for its reference)."""
+    REFERENCE_BATCH pairs per batch (the numbers training would compute for its reference).
+    A 4-bit base gets a LoRA adapter that the pass disables, as in QLoRA training (transformers'
+    Trainer refuses a purely quantized model)."""
+    from peft import LoraConfig
+
+    adapter = LoraConfig(r=1, target_modules="all-linear", task_type="CAUSAL_LM") if quantized else None
     trainer = dpo_trainer(
         model,
-        None,
+        adapter,
         args,
         {"beta": 0.1, "loss_type": "sigmoid", "label_smoothing": 0.0},
         train_set,
