@@ -27,6 +27,8 @@ RUNS = {
     "orpo_explicit": ("orpo", "explicit", PAIRS, ORPO),
     "orpo_chat": ("orpo", "chat", {"conv": "messages", "good": "chosen", "bad": "rejected"}, ORPO),
     "orpo_implicit": ("orpo", "implicit", {"c": "chosen", "r": "rejected"}, ORPO),
+    # DPO on explicit and implicit pairs: tests/test_preference_training.py; on chat pairs here
+    "dpo_chat": ("dpo", "chat", {"conv": "messages", "good": "chosen", "bad": "rejected"}, {}),
     "simpo_explicit": ("simpo", "explicit", PAIRS, {}),
     "simpo_chat": ("simpo", "chat", {"conv": "messages", "good": "chosen", "bad": "rejected"}, {}),
     "simpo_implicit": ("simpo", "implicit", {"c": "chosen", "r": "rejected"}, {}),
