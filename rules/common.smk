@@ -20,8 +20,8 @@ from snakemake.exceptions import WorkflowError
 from scripts.common.spec import SpecError, canonical_json, load_specs
 from scripts.common.steps import (
     PIECE_FOLDER,
-    EXPORT_PIECES,
     differing_values,
+    export_pieces,
     run_steps,
     step_slices,
 )
@@ -323,11 +323,17 @@ def all_runs(pattern):
 # export: the pieces of a run's export folder (by the step table), its data manifest, the runs
 # that push to a hub
 def run_export_pieces(wildcards):
-    fmt = RUNS[wildcards.run].sections["export"]["format"]
     return [
         f"results/runs/{wildcards.run}/{PIECE_FOLDER[step]}"
-        for step in EXPORT_PIECES[fmt]
+        for step in export_pieces(RUNS[wildcards.run].sections["export"])
     ]
+
+
+def run_gguf_manifest(wildcards):
+    """The GGUF parity manifest the model card quotes, when the spec asks for GGUF files."""
+    if "gguf" not in RUNS[wildcards.run].sections["export"]:
+        return []
+    return f"results/runs/{wildcards.run}/gguf.manifest.json"
 
 
 def run_data_manifest(wildcards):

@@ -27,7 +27,8 @@ rule evaluate_model:
         python -m scripts.evaluate_model --spec-json {params.spec:q} --method {params.method:q} \
             --base {input.base:q} --tuned {input.tuned:q} --train-manifest {input.train_manifest:q} \
             --tokens {params.tokens:q} --out-dir {params.out_dir:q} --manifest {output.manifest:q} \
-            --run {wildcards.run:q} --threads {threads} --environment {input.env:q} >{log:q} 2>&1
+            --run {wildcards.run:q} --threads {threads} --environment {input.env:q} \
+            --progress 3 3>&2 >{log:q} 2>&1
         """
 
 

@@ -45,12 +45,39 @@ rule export_adapter:
         """
 
 
+rule export_gguf:
+    input:
+        merged="results/runs/{run}/merged",
+        tokens=run_tokens,
+        env=ENV,
+    output:
+        folder=directory("results/runs/{run}/gguf"),
+        manifest="results/runs/{run}/gguf.manifest.json",
+    log:
+        "logs/runs/{run}/export_gguf.log",
+    benchmark:
+        "benchmarks/runs/{run}/export_gguf.tsv"
+    conda:
+        CONDA_ENV
+    threads: run_threads
+    params:
+        spec=run_slice("export_gguf"),
+        tokens=tokens_file,
+    shell:
+        """
+        python -m scripts.export_gguf --spec-json {params.spec:q} --merged {input.merged:q} \
+            --tokens {params.tokens:q} --out {output.folder:q} --manifest {output.manifest:q} \
+            --run {wildcards.run:q} --threads {threads} --environment {input.env:q} >{log:q} 2>&1
+        """
+
+
 rule model_card:
     input:
         report="results/runs/{run}/evaluate/report.json",
         train_manifest="results/runs/{run}/train.manifest.json",
         base_manifest=run_base_manifest,
         data_manifest=run_data_manifest,
+        gguf=run_gguf_manifest,
         env=ENV,
     output:
         card="results/runs/{run}/model_card.md",
@@ -67,7 +94,7 @@ rule model_card:
         python -m scripts.model_card --spec-json {params.spec:q} --run {wildcards.run:q} \
             --run-spec {params.run_spec:q} --report {input.report:q} \
             --train-manifest {input.train_manifest:q} --base-manifest {input.base_manifest:q} \
-            --data-manifest {input.data_manifest:q} --out {output.card:q} \
+            --data-manifest {input.data_manifest:q} --gguf-manifest {input.gguf:q} --out {output.card:q} \
             --manifest {output.manifest:q} --environment {input.env:q} >{log:q} 2>&1
         """
 

@@ -32,6 +32,9 @@ rule reference_logps:
 # train_model:nodes=2 (inside SLURM, with train_model:tasks=2 train_model:mpi=srun so that the
 # SLURM executor allocates one task per node) runs one torchrun per node through srun.
 # `mpi` is deliberately not a default resource: the SLURM plugin refuses an mpi job with 1 task.
+# Progress: `--progress 3 3>&2` hands the script the job's stderr from before the redirection into
+# the log (Snakemake's terminal; under --executor slurm the job's SLURM log) for a line every few
+# seconds (step/total, loss, tok/s, ETA); the log keeps everything (scripts/common/progress.py).
 rule train_model:
     input:
         tokens=run_tokens,
@@ -65,5 +68,6 @@ rule train_model:
             --spec-json {params.spec:q} --base {input.base:q} \
             --tokens {params.tokens:q} --work-dir {params.work_dir:q} --out {output.model:q} \
             --log {output.log:q} --manifest {output.manifest:q} --audit {input.audit:q} \
-            --environment {input.env:q} {params.reference} >{log:q} 2>&1
+            --environment {input.env:q} {params.reference} --run {wildcards.run:q} \
+            --progress 3 3>&2 >{log:q} 2>&1
         """

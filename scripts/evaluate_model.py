@@ -45,8 +45,11 @@ from scripts.common.preference_eval import (
     response_examples,
     summed_logps,
 )
+from scripts.common.progress import Progress, batch_reporter
 from scripts.common.spec import SpecError, check_slice, schema_errors
 from scripts.common.token_splits import load_split
+
+PROGRESS: Progress | None = None  # the terminal progress lines (main sets it from --progress)
 
 
 def select_rows(rows: list[dict], ev: dict) -> tuple[list[dict], list[int]]:
@@ -95,7 +98,8 @@ def score_model(model, tokenizer, rows, generated, ev, timings, name, *, pairs=F
     if generated:
         start = time.perf_counter()
         prompts = [rows[i]["input_ids"][: rows[i]["prompt_length"]] for i in generated]
-        texts = generate(model, tokenizer, prompts, Decoding.from_spec(ev))
+        report = batch_reporter(PROGRESS, f"evaluate {name}: generated", len(prompts))
+        texts = generate(model, tokenizer, prompts, Decoding.from_spec(ev), report)
         timings[f"{name}_generate"] = time.perf_counter() - start
         outputs = dict(zip(generated, texts))
         found.update(text_metrics(ev, texts, [rows[i]["reference"] for i in generated]))
@@ -191,6 +195,9 @@ def parse_args(argv):
     parser.add_argument("--run", required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--environment")
+    parser.add_argument(
+        "--progress", help="also write progress lines to this descriptor or path (the rule's terminal)"
+    )
     return parser.parse_args(argv)
 
 
@@ -203,6 +210,8 @@ def main(argv=None):
     except SpecError as exc:
         fail(str(exc))
     check_regex_match(ev)
+    global PROGRESS
+    PROGRESS = Progress(args.run, args.progress)
     from scripts.common.modeling import pin_threads
 
     pin_threads(args.threads, ev["seed"])

@@ -1,6 +1,7 @@
 """Assemble the export folder: the merged model's files and/or the adapter's, hard-linked (no
 copy of large weights), plus the model card as README.md. Layout by export.format: merged or
-adapter at the top; both: merged at the top, adapter in adapter/.
+adapter at the top; both: merged at the top, adapter in adapter/. With export.gguf, the GGUF
+files and the Modelfile at the top too.
 
     python -m scripts.export_model --spec-json '{"format": "merged"}' --run demo \
         --pieces results/runs/demo/merged --card results/runs/demo/model_card.md \
@@ -44,19 +45,24 @@ def link_tree_file(path: Path, target: Path) -> None:
 
 def layout(pieces: list[str], fmt: str) -> list[tuple[Path, str]]:
     """(source folder, place in the export folder) for each piece, by export.format."""
+    # GGUF files and their Modelfile go to the top of the folder, beside the merged model
+    gguf = [Path(p) for p in pieces if (Path(p) / "Modelfile").is_file()]
     adapters = [Path(p) for p in pieces if (Path(p) / "adapter_config.json").is_file()]
-    merged = [Path(p) for p in pieces if Path(p) not in adapters]
+    merged = [Path(p) for p in pieces if Path(p) not in adapters and Path(p) not in gguf]
     wanted = {"merged": (1, 0), "adapter": (0, 1), "both": (1, 1)}[fmt]
     if (len(merged), len(adapters)) != wanted:
         raise ValueError(f"export.format {fmt!r} needs {wanted} merged/adapter folders, got {pieces}")
-    return [(m, ".") for m in merged] + [(a, "." if fmt == "adapter" else "adapter") for a in adapters]
+    places = [(m, ".") for m in merged] + [(a, "." if fmt == "adapter" else "adapter") for a in adapters]
+    return places + [(g, ".") for g in gguf]
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec-json", required=True, help="export.format as JSON")
     parser.add_argument("--run", required=True)
-    parser.add_argument("--pieces", nargs="+", required=True, help="merged and/or adapter folders")
+    parser.add_argument(
+        "--pieces", nargs="+", required=True, help="merged and/or adapter folders (and the GGUF folder)"
+    )
     parser.add_argument("--card", required=True, help="the model card (Markdown) -> README.md")
     parser.add_argument("--out", required=True, help="the export folder to assemble")
     parser.add_argument("--manifest", required=True)

@@ -20,6 +20,7 @@ from scripts.common.cli import json_arg
 from scripts.common.evaluation import preference_markdown
 from scripts.common.files import atomic_write_text, read_json
 from scripts.common.manifest import write_manifest
+from scripts.common.modelfile import run_locally_markdown
 
 
 def card_metadata(card: dict, fmt: str, run: str, spec: dict, report: dict, train: dict, base: dict) -> str:
@@ -123,9 +124,20 @@ def weights_line(train: dict) -> str:
     return ", ".join(f"{Path(o['path']).name} sha256 {o['sha256']}" for o in files)
 
 
-def render_card(export: dict, run: str, spec: dict, report: dict, train: dict, base: dict, data: dict) -> str:
-    """The README.md text: YAML metadata, summary, usage, evaluation, training, spec, provenance."""
+def render_card(
+    export: dict,
+    run: str,
+    spec: dict,
+    report: dict,
+    train: dict,
+    base: dict,
+    data: dict,
+    gguf: dict | None = None,
+) -> str:
+    """The README.md text: YAML metadata, summary, usage (and running the GGUF files locally),
+    evaluation, training, spec, provenance."""
     card, fmt = export["card"], export["format"]
+    local = f"\n\n## Run it locally\n\n{run_locally_markdown(run, gguf)}" if gguf else ""
     meta = card_metadata(card, fmt, run, spec, report, train, base)
     return f"""---
 {meta.strip()}
@@ -137,7 +149,7 @@ def render_card(export: dict, run: str, spec: dict, report: dict, train: dict, b
 
 ## Use
 
-{usage(fmt, base)}
+{usage(fmt, base)}{local}
 
 ## Evaluation ({report["examples"]} validation examples, base against tuned)
 
@@ -163,6 +175,11 @@ run in a clean copy and compares every file with it (README: Publish a result).
 """
 
 
+def gguf_manifest(paths: list[str]) -> dict | None:
+    paths = [p for p in paths if p]  # Snakemake quotes an empty input list as ''
+    return read_json(paths[0]) if paths else None
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec-json", required=True, help="export.card and export.format as JSON")
@@ -172,6 +189,9 @@ def parse_args(argv):
     parser.add_argument("--train-manifest", required=True)
     parser.add_argument("--base-manifest", required=True)
     parser.add_argument("--data-manifest", required=True, help="the shard_data manifest (source hashes)")
+    parser.add_argument(
+        "--gguf-manifest", nargs="*", default=[], help="the export_gguf manifest, when GGUF is asked for"
+    )
     parser.add_argument("--out", required=True, help="the card (Markdown) to write")
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--environment")
@@ -189,6 +209,7 @@ def main(argv=None):
         read_json(args.train_manifest),
         read_json(args.base_manifest),
         read_json(args.data_manifest),
+        gguf_manifest(args.gguf_manifest),
     )
     atomic_write_text(args.out, text)
     write_manifest(
@@ -196,7 +217,13 @@ def main(argv=None):
         "model_card",
         export,
         run=args.run,
-        inputs=[args.report, args.train_manifest, args.base_manifest, args.data_manifest],
+        inputs=[
+            args.report,
+            args.train_manifest,
+            args.base_manifest,
+            args.data_manifest,
+            *filter(None, args.gguf_manifest),
+        ],
         outputs=[args.out],
         counts={"lines": text.count("\n")},
         details={"format": export["format"], "license": export["card"].get("license")},

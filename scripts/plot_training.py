@@ -1,4 +1,5 @@
-"""Plot a run's training curves: training loss and, when logged, validation (eval) loss per step.
+"""Plot a run's training curves: training loss and, when logged, validation (eval) loss per step;
+for a GRPO run also the reward curves (the total and each term's mean) in a panel below.
 
 Reads the trainer log `results/runs/<run>/train/log.jsonl` (one JSON object per logging step)
 and writes a PNG.
@@ -11,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 from scripts.common.cli import fail
 from scripts.common.plots import pyplot, save_png
 
 FIGSIZE = (7.0, 4.2)
+REWARD_FIGSIZE = (7.0, 7.0)
+REWARD_TERM = re.compile(r"rewards/([A-Za-z0-9_]+)/mean")
 
 
 def loss_series(entries: list[dict]) -> dict[str, list[tuple[int, float]]]:
@@ -27,6 +31,34 @@ def loss_series(entries: list[dict]) -> dict[str, list[tuple[int, float]]]:
             if isinstance(entry.get(key), (int, float)) and "step" in entry:
                 points[int(entry["step"])] = float(entry[key])
     return {key: sorted(points.items()) for key, points in series.items()}
+
+
+def reward_series(entries: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """GRPO's reward curves: "total" (the weighted sum, TRL's `reward`) and each term's mean
+    (`rewards/<term>/mean`), as (step, value) pairs by step; empty for other objectives."""
+    series: dict[str, dict[int, float]] = {}
+    for entry in entries:
+        if "step" not in entry:
+            continue
+        for key, value in entry.items():
+            found = REWARD_TERM.fullmatch(key)
+            name = "total" if key == "reward" else (found.group(1) if found else None)
+            if name and isinstance(value, (int, float)):
+                series.setdefault(name, {})[int(entry["step"])] = float(value)
+    ordered = sorted(series, key=lambda name: (name != "total", name))
+    return {name: sorted(series[name].items()) for name in ordered}
+
+
+def draw_rewards(ax, rewards: dict) -> None:
+    for name, points in rewards.items():
+        steps, values = zip(*points)
+        width = 2.2 if name == "total" else 1.2
+        ax.plot(steps, values, linewidth=width, label=f"{name} (last {values[-1]:.3g})")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("mean reward per completion")
+    ax.set_title("rewards (total: weighted sum of the terms)")
+    ax.grid(alpha=0.3)
+    ax.legend()
 
 
 def read_log(path: str) -> list[dict]:
@@ -42,10 +74,14 @@ def read_log(path: str) -> list[dict]:
     return entries
 
 
-def draw(series: dict, run: str, out: str) -> None:
+def draw(series: dict, run: str, out: str, rewards: dict | None = None) -> None:
     plt = pyplot()
 
-    fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
+    if rewards:
+        fig, (ax, reward_ax) = plt.subplots(2, 1, figsize=REWARD_FIGSIZE, layout="constrained", sharex=True)
+        draw_rewards(reward_ax, rewards)
+    else:
+        fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
     styles = {"loss": ("training loss", "-", None), "eval_loss": ("validation loss", "--", "o")}
     for key, (label, line, marker) in styles.items():
         if series[key]:
@@ -64,7 +100,8 @@ def draw(series: dict, run: str, out: str) -> None:
     else:
         ax.legend()
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy per label token (nats)")
+    # GRPO's loss is its clipped policy objective (plus beta x KL), not a cross-entropy
+    ax.set_ylabel("GRPO loss" if rewards else "cross-entropy per label token (nats)")
     ax.set_title(f"{run}: loss curves")
     ax.grid(alpha=0.3)
     save_png(fig, out)
@@ -80,7 +117,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    draw(loss_series(read_log(args.log)), args.run, args.out)
+    entries = read_log(args.log)
+    draw(loss_series(entries), args.run, args.out, reward_series(entries))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from scripts.common.cli import fail, json_arg, path_list
 from scripts.common.files import atomic_write_text, jsonl_text, read_jsonl
 from scripts.common.launch import is_worker, relaunch
 from scripts.common.manifest import write_manifest
+from scripts.common.progress import Progress, train_progress_callback, worker_args
 from scripts.common.spec import SpecError, apply_defaults, check_slice, section_schema
 from scripts.common.token_splits import load_split
 from scripts.common.trainable import load_trainable_model, lora_config, resolve_precision
@@ -43,11 +44,11 @@ LORA_LR_RANGE = (1e-5, 1e-3)
 
 def load_train_slice(spec_json: str) -> dict:
     """The validated train section; the qlora block gets its defaults when the method is qlora,
-    the objective's block (dpo, orpo, simpo, kto) when it is the objective."""
+    the objective's block (dpo, orpo, simpo, kto, grpo) when it is the objective."""
     train = check_slice("train", json_arg(spec_json))
     objective = train["objective"]
     blocks = [("qlora", train["method"] == "qlora")]
-    blocks += [(name, objective == name) for name in ("dpo", "orpo", "simpo", "kto")]
+    blocks += [(name, objective == name) for name in ("dpo", "orpo", "simpo", "kto", "grpo")]
     for block, needed in blocks:
         if needed:
             schema = section_schema("train")["properties"][block]
@@ -124,7 +125,7 @@ def shared_args(train: dict, work_dir: str, precision: str, accumulation: int) -
         seed=train["seed"],
         data_seed=train["seed"],
         report_to=[],
-        disable_tqdm=False,
+        disable_tqdm=True,  # scripts/common/progress.py writes the progress lines (log and terminal)
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
     )
@@ -179,6 +180,18 @@ def _preference_splits(tokens, train: dict, reference):
 
 
 OTHER_OBJECTIVES = ("orpo", "simpo", "kto")  # scripts/common/preference_objectives.py
+# objectives whose trainer adds the LoRA adapter itself (the reference is the adapter disabled)
+TRAINER_ADAPTER = ("dpo", "kto", "grpo")
+
+
+def prompt_datasets(tokens):
+    """(train prompts, None) for grpo: {prompt, prompt_ids, reference} rows (scripts/common/grpo.py)."""
+    from scripts.common.grpo import prompt_dataset
+
+    train_set = prompt_dataset(tokens, "train")
+    if train_set is None:
+        fail("the training split is empty: check data.validation_fraction and the cleaning counts")
+    return train_set, None
 
 
 def objective_datasets(tokens, train: dict):
@@ -277,6 +290,10 @@ def parse_args(argv):
     parser.add_argument("--nproc", type=int, default=1, help="processes per node (torchrun above 1)")
     parser.add_argument("--nodes", type=int, default=1, help="nodes (more than 1 needs SLURM)")
     parser.add_argument("--mpi", default="srun", help="the command that starts one task per node")
+    parser.add_argument("--run", default="train", help="the run name that labels the progress lines")
+    parser.add_argument(
+        "--progress", help="also write progress lines to this descriptor or path (the rule's terminal)"
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     return parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)  # torchrun may pass the "--" on
 
@@ -285,7 +302,8 @@ def main(argv=None):
     args = parse_args(argv)
     args.tokens = path_list(args.tokens)
     if (args.nproc > 1 or args.nodes > 1) and not is_worker():
-        relaunch(sys.argv[1:] if argv is None else list(argv), args.nproc, args.nodes, args.mpi)
+        train_args = worker_args(sys.argv[1:] if argv is None else list(argv), args.progress)
+        relaunch(train_args, args.nproc, args.nodes, args.mpi)
     start = time.perf_counter()
     try:
         train = load_train_slice(args.spec_json)
@@ -302,6 +320,8 @@ def main(argv=None):
     dpo = train["objective"] == "dpo"
     if train["objective"] in OTHER_OBJECTIVES:
         train_set, eval_set = objective_datasets(args.tokens, train)
+    elif train["objective"] == "grpo":
+        train_set, eval_set = prompt_datasets(args.tokens)
     else:
         train_set, eval_set = (
             preference_datasets(args.tokens, train, args.reference) if dpo else datasets(args.tokens, train)
@@ -312,15 +332,22 @@ def main(argv=None):
     warnings = lr_warnings(train)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+
+    def warn(message: str) -> None:  # a warning of the trainer's construction, kept in the manifest too
+        warnings.append(message)
+        print(f"warning: {message}", file=sys.stderr)
+
     precision = resolve_precision(train["precision"])
     tokenizer = load_tokenizer(args.base)
-    model = load_trainable_model(args.base, train, precision, adapter=not dpo and train["objective"] != "kto")
+    model = load_trainable_model(
+        args.base, train, precision, adapter=train["objective"] not in TRAINER_ADAPTER
+    )
     callbacks = make_callbacks(
         work / "log.jsonl",
         elapsed_before,
         train["early_stopping_patience"],
         train["early_stopping_threshold"],
-    )
+    ) + [train_progress_callback(Progress(args.run, args.progress))]
     if dpo:
         from scripts.common.preference_training import dpo_trainer
 
@@ -333,6 +360,14 @@ def main(argv=None):
         lora = None if train["method"] == "full" else lora_config(train)
         shared = shared_args(train, str(work), precision, accumulation)
         trainer = objective_trainer(model, lora, shared, train, train_set, eval_set, tokenizer, callbacks)
+    elif train["objective"] == "grpo":
+        from scripts.common.grpo import grpo_trainer
+
+        lora = None if train["method"] == "full" else lora_config(train)
+        shared = shared_args(train, str(work), precision, accumulation)
+        trainer = grpo_trainer(
+            model, lora, shared, train["grpo"], train_set, tokenizer, callbacks, announce=warn
+        )
     else:
         trainer = SFTTrainer(
             model=model,

@@ -108,7 +108,7 @@ def demo_build(tmp_path_factory) -> Path:
     build: the first to need it builds it under a file lock, the others wait and reuse it."""
     if "PYTEST_XDIST_WORKER" not in os.environ:
         workdir = copy_workflow(tmp_path_factory.mktemp("demo_reference"))
-        snakemake(workdir, "export")
+        keep_terminal(workdir, snakemake(workdir, "export"))
         return workdir
     workdir = tmp_path_factory.getbasetemp().parent / "demo_reference"  # shared by the workers
     done = workdir.with_name("demo_reference.done")
@@ -116,9 +116,24 @@ def demo_build(tmp_path_factory) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not done.exists():
             shutil.rmtree(workdir, ignore_errors=True)  # a build that failed on another worker
-            snakemake(copy_workflow(workdir), "export")
+            keep_terminal(workdir, snakemake(copy_workflow(workdir), "export"))
             done.touch()
     return workdir
+
+
+def terminal_file(workdir: Path) -> Path:
+    """Where a build's terminal output (snakemake's stdout + stderr) is kept: beside its folder,
+    so that tests copying the folder do not copy it."""
+    return workdir.with_name(workdir.name + ".terminal.txt")
+
+
+def keep_terminal(workdir: Path, proc) -> None:
+    terminal_file(workdir).write_text(proc.stdout + proc.stderr)
+
+
+def demo_terminal(demo_build: Path) -> str:
+    """What `snakemake export` printed on the terminal while it built `demo_build`."""
+    return terminal_file(demo_build).read_text()
 
 
 # Artifacts that must be byte-identical between two builds of the same spec on one machine.

@@ -72,8 +72,11 @@ def cut_at_eos(tokens: list[int], eos: list[int]) -> list[int]:
     return tokens
 
 
-def generate_ids(model, tokenizer, prompts_ids: list[list[int]], decoding: Decoding) -> list[list[int]]:
-    """New token ids per prompt (cut at the first EOS when stop_at_eos), in the prompts' order."""
+def generate_ids(
+    model, tokenizer, prompts_ids: list[list[int]], decoding: Decoding, on_batch=None
+) -> list[list[int]]:
+    """New token ids per prompt (cut at the first EOS when stop_at_eos), in the prompts' order;
+    on_batch(prompts done so far) after each batch (progress lines)."""
     import torch
 
     model.eval()
@@ -87,6 +90,7 @@ def generate_ids(model, tokenizer, prompts_ids: list[list[int]], decoding: Decod
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(decoding.seed)
     outputs: list[list[int]] = [[] for _ in prompts_ids]
+    done = 0
     try:
         with torch.inference_mode():
             for batch in length_batches(list(map(len, prompts_ids)), decoding.batch_size):
@@ -102,14 +106,17 @@ def generate_ids(model, tokenizer, prompts_ids: list[list[int]], decoding: Decod
                 )
                 for i, row in zip(batch, generated[:, ids.shape[1] :].tolist()):
                     outputs[i] = cut_at_eos(row, eos) if decoding.stop_at_eos else row
+                done += len(batch)
+                if on_batch is not None:
+                    on_batch(done)
     finally:
         torch.random.set_rng_state(generator_state)
     return outputs
 
 
-def generate(model, tokenizer, prompts_ids: list[list[int]], decoding: Decoding) -> list[str]:
+def generate(model, tokenizer, prompts_ids: list[list[int]], decoding: Decoding, on_batch=None) -> list[str]:
     """Decoded continuations (special tokens dropped, surrounding whitespace stripped)."""
-    new_ids = generate_ids(model, tokenizer, prompts_ids, decoding)
+    new_ids = generate_ids(model, tokenizer, prompts_ids, decoding, on_batch)
     return [text.strip() for text in tokenizer.batch_decode(new_ids, skip_special_tokens=True)]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from scripts.common.grpo_rules import rewards_file_hashes
 from scripts.common.spec_rules import cross_section_errors, semantic_errors
 from scripts.common.steps import reference_slice
 
@@ -386,7 +387,10 @@ def artifact_keys(sections: dict, parent: dict | None = None) -> dict:
     tokens = short_hash({"tokenize": tokenize, "model": model, "data": data})
     audit = short_hash({"audit": sections["tokenize"].get("audit"), "tokens": tokens})
     reference = short_hash({"reference": reference_slice(sections["train"]), "tokens": tokens})
-    train = short_hash({"train": sections["train"], "tokens": tokens})
+    train = {"train": sections["train"], "tokens": tokens}
+    if rewards_file_hashes(sections["train"]):  # a user reward file's text, like a template file's
+        train["rewards_files_sha256"] = rewards_file_hashes(sections["train"])
+    train = short_hash(train)
     return {
         "data": data,
         "model": model,

@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from scripts.common.gguf_rules import gguf_errors
+from scripts.common.grpo_rules import grpo_errors
+
 
 def _evaluate_errors(value: dict) -> list[str]:
     """Sampling knobs need do_sample; the accuracy regex must compile."""
@@ -131,7 +134,7 @@ def _train_errors(train: dict) -> list[str]:
         )
     if train["early_stopping_patience"] is not None and train["eval_steps"] is None:
         errors.append("train.early_stopping_patience: needs validation; set train.eval_steps too")
-    return errors
+    return errors + grpo_errors(train)
 
 
 def _validation_errors(data: dict) -> list[tuple[list, str]]:
@@ -167,10 +170,37 @@ SMOOTHED_LOSSES = {"robust", "exo_pair"}
 
 
 PAIR_OBJECTIVES = ("dpo", "orpo", "simpo")
-OBJECTIVE_BLOCKS = ("dpo", "orpo", "simpo", "kto")
+OBJECTIVE_BLOCKS = ("dpo", "orpo", "simpo", "kto", "grpo")
 
 
-def _shape_errors(objective: str, paired: list[bool], labelled: list[bool]) -> list[tuple[list, str]]:
+def _grpo_shape_errors(paired: list[bool], labelled: list[bool], texts: list[bool]) -> list[tuple[list, str]]:
+    """GRPO samples completions for prompts and rewards them against each record's reference:
+    prompt/completion (or alpaca) and chat records have both, plain text and pairs do not."""
+    where = ["train", "objective"]
+    if any(texts):
+        return [
+            (
+                where,
+                "train.objective: grpo samples completions for prompts, but a source maps only text (no prompt); "
+                "map prompt and completion (or chat messages) in data.sources, or use train.objective: sft",
+            )
+        ]
+    if any(paired) or any(labelled):
+        kind = "preference pairs (chosen, rejected)" if any(paired) else "KTO records (label)"
+        return [
+            (
+                where,
+                f"train.objective: grpo rewards sampled completions against one reference per prompt, but "
+                f"data.sources map {kind}; map prompt and completion (the completion is the reference), or use "
+                "train.objective: dpo, orpo, simpo or kto for this data",
+            )
+        ]
+    return []
+
+
+def _shape_errors(
+    objective: str, paired: list[bool], labelled: list[bool], texts: list[bool] = ()
+) -> list[tuple[list, str]]:
     """dpo, orpo and simpo train on pairs; kto on KTO records or on pairs (each split into a
     desirable and an undesirable example); sft on anything but KTO records."""
     where = ["train", "objective"]
@@ -201,6 +231,8 @@ def _shape_errors(objective: str, paired: list[bool], labelled: list[bool]) -> l
                 "train.objective: sft",
             )
         ]
+    if objective == "grpo":
+        return _grpo_shape_errors(paired, labelled, texts)
     if objective == "sft" and any(labelled):
         return [
             (
@@ -218,6 +250,7 @@ def _objective_errors(train: dict, data: dict) -> list[tuple[list, str]]:
     objective's settings block is given only with that objective."""
     paired = [bool(PAIR_FIELDS & set(s["fields"])) for s in data["sources"]]
     labelled = ["label" in s["fields"] for s in data["sources"]]
+    texts = [set(s["fields"]) == {"text"} for s in data["sources"]]
     errors = []
     if any(paired) and not all(paired):
         errors.append(
@@ -236,7 +269,8 @@ def _objective_errors(train: dict, data: dict) -> list[tuple[list, str]]:
             )
         )
     objective = train["objective"]
-    errors += _shape_errors(objective, paired, labelled)
+    errors += _shape_errors(objective, paired, labelled, texts)
+    errors += _grpo_settings_errors(train)
     for block in OBJECTIVE_BLOCKS:
         if block in train and objective != block:
             errors.append(
@@ -273,11 +307,38 @@ def _objective_errors(train: dict, data: dict) -> list[tuple[list, str]]:
     return errors
 
 
+def _grpo_settings_errors(train: dict) -> list[tuple[list, str]]:
+    """grpo needs its rewards; its validation would sample and score generations at every
+    eval_steps (evaluation compares the start and the tuned model once, after training)."""
+    if train["objective"] != "grpo":
+        return []
+    errors = []
+    if "grpo" not in train:
+        errors.append(
+            (
+                ["train", "objective"],
+                "train.grpo: objective grpo needs its rewards; add for example train.grpo: {rewards: "
+                "[{metric: exact_match}]}",
+            )
+        )
+    if train["eval_steps"] is not None:
+        errors.append(
+            (
+                ["train", "eval_steps"],
+                "train.eval_steps: grpo has no validation loss to watch (its loss is not a quality measure); "
+                "remove train.eval_steps (and early_stopping_patience): the evaluate step compares the start "
+                "model and the tuned model with evaluate.metrics",
+            )
+        )
+    return errors
+
+
 def cross_section_errors(sections: dict) -> list[tuple[list, str]]:
     """Rules that span sections, or a section and a step that reads another, as (spec path,
     message) pairs."""
     errors = _validation_errors(sections["data"])
     errors += _objective_errors(sections["train"], sections["data"])
+    errors += gguf_errors(sections)
     fmt, method = sections["export"]["format"], sections["train"]["method"]
     if fmt != "merged" and method == "full":
         errors.append(

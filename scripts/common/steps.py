@@ -25,8 +25,10 @@ READS = {
     "evaluate_model": ["tokenize_shard", "base_model", "train_model"],
     "merge_model": ["base_model", "train_model"],
     "export_adapter": ["base_model", "train_model"],
-    "model_card": ["evaluate_model", "train_model", "base_model", "shard_data"],
-    "export_model": ["model_card", "merge_model", "export_adapter"],
+    # GGUF files from the merged model, checked against it on the validation records
+    "export_gguf": ["merge_model", "tokenize_shard"],
+    "model_card": ["evaluate_model", "train_model", "base_model", "shard_data", "export_gguf"],
+    "export_model": ["model_card", "merge_model", "export_adapter", "export_gguf"],
     "smoke_test": ["export_model"],
     "push_to_hub": ["export_model", "smoke_test"],
 }
@@ -38,6 +40,7 @@ RUN_MANIFESTS = (
     "evaluate",
     "merged",
     "adapter",
+    "gguf",
     "model_card",
     "export",
     "smoke_test",
@@ -51,7 +54,12 @@ EXPORT_PIECES = {
     "adapter": ["export_adapter"],
     "both": ["merge_model", "export_adapter"],
 }
-PIECE_FOLDER = {"merge_model": "merged", "export_adapter": "adapter"}
+PIECE_FOLDER = {"merge_model": "merged", "export_adapter": "adapter", "export_gguf": "gguf"}
+
+
+def export_pieces(export: dict) -> list[str]:
+    """The steps whose folders make up the export: the format's pieces, the GGUF files when asked."""
+    return EXPORT_PIECES[export["format"]] + (["export_gguf"] if "gguf" in export else [])
 
 
 def _part(section: dict, *keys) -> dict:
@@ -87,6 +95,23 @@ def reference_slice(train: dict) -> dict:
     }
 
 
+def gguf_slice(sections: dict) -> dict:
+    """What the GGUF files and their parity check depend on: the types, the smoke prompts, the
+    data's shape (chat: the Modelfile's template is the chat template; else the raw prompt), the
+    chat system message (the Modelfile's SYSTEM) and the evaluated max_new_tokens."""
+    export, data = sections["export"], sections["data"]
+    if "gguf" not in export:
+        return {}
+    chat = any("messages" in source["fields"] for source in data["sources"])
+    return {
+        "gguf": export["gguf"],
+        "smoke_prompts": export["smoke_prompts"],
+        "chat": chat,
+        "system": (data.get("chat") or {}).get("system") if chat else None,
+        "max_new_tokens": sections["evaluate"]["max_new_tokens"],
+    }
+
+
 def step_slices(sections: dict) -> dict[str, tuple[str, dict]]:
     """step -> (the spec section it comes from, the slice of that section the step reads)."""
     export = sections["export"]
@@ -105,6 +130,7 @@ def step_slices(sections: dict) -> dict[str, tuple[str, dict]]:
             {**_part(export, "dtype", "max_shard_size"), "generation": export_decoding(sections["evaluate"])},
         ),
         "export_adapter": ("export", {"generation": export_decoding(sections["evaluate"])}),
+        "export_gguf": ("export", gguf_slice(sections)),
         "model_card": ("export", _part(export, "card", "format")),
         "export_model": ("export", _part(export, "format")),
         # the smoke test generates as a user does: with the export's own generation_config
@@ -116,7 +142,7 @@ def step_slices(sections: dict) -> dict[str, tuple[str, dict]]:
 def run_steps(sections: dict) -> list[str]:
     """The steps a run's export needs (an export format's pieces, a hub push when asked)."""
     export = sections["export"]
-    pieces = EXPORT_PIECES[export["format"]]
+    pieces = export_pieces(export)
     skip = {p for p in PIECE_FOLDER if p not in pieces}
     if "push_to_hub" not in export:
         skip.add("push_to_hub")

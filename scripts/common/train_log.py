@@ -9,6 +9,7 @@ log history, which checkpoints restore, rather than from state of its own.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -31,14 +32,25 @@ LOGGED = (
     "nll_loss",
     "log_odds_ratio",
     "kl",
+    # GRPO: the total reward (weighted sum of the terms) and its spread, the sampled completions'
+    # mean length in tokens and the share cut at max_completion_length; each term's mean is
+    # rewards/<term>/mean (REWARD_TERM)
+    "reward",
+    "reward_std",
+    "completions/mean_length",
+    "completions/clipped_ratio",
 )
+REWARD_TERM = re.compile(r"rewards/[A-Za-z0-9_]+/mean")
 
 
 def log_entry(state, logs: dict, elapsed: float, tokens_per_s: float | None) -> dict:
     """One line of log.jsonl from the trainer's logs at a logging (or evaluation) step."""
     entry = {"step": state.global_step, "epoch": state.epoch, "elapsed_s": round(elapsed, 3)}
     for key in LOGGED:
-        if key in logs:
+        if logs.get(key) is not None:
+            entry[key] = float(logs[key])
+    for key in sorted(logs):
+        if REWARD_TERM.fullmatch(key) and logs[key] is not None:
             entry[key] = float(logs[key])
     entry["tokens_seen"] = int(state.num_input_tokens_seen)
     if tokens_per_s is not None:

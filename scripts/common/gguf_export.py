@@ -1,0 +1,281 @@
+"""GGUF files (llama.cpp, Ollama, LM Studio) from a merged safetensors folder, in Python.
+
+Written with the `gguf` package llama.cpp publishes, no llama.cpp checkout: the weights (Llama
+q/k rows permuted as llama.cpp's converter does), the hyperparameters, and the tokenizer as
+llama.cpp reads it (vocabulary, merges, token types, BOS/EOS/PAD, add-BOS, the pre-tokenizer by
+its llama.cpp name, the chat template). Only what can be written exactly is written: another
+architecture, a tokenizer that is not byte-level BPE, or a pre-tokenizer llama.cpp has no name
+for is refused with the reason (`GGUFError`), never approximated.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# transformers architecture -> llama.cpp architecture (the tensor map below is Llama's).
+ARCHITECTURES = {"LlamaForCausalLM": "llama"}
+# spec type -> (ggml tensor type name, llama.cpp file type name)
+TYPES = {
+    "f32": ("F32", "ALL_F32"),
+    "f16": ("F16", "MOSTLY_F16"),
+    "bf16": ("BF16", "MOSTLY_BF16"),
+    "q8_0": ("Q8_0", "MOSTLY_Q8_0"),
+    "q4_0": ("Q4_0", "MOSTLY_Q4_0"),
+}
+LAYER_TENSORS = {
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+TOP_TENSORS = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
+
+# The GPT-2 split (ByteLevel with use_regex) and llama.cpp's names for the pre-tokenizers that
+# are exactly it, with each digit split off first, or a Split regex then ByteLevel without one.
+_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
+_DIGITS = {"type": "Digits", "individual_digits": True}
+# llama.cpp's "smollm" (also starcoder, refact) splits `\p{N}` then the GPT-2 regex: exactly
+# tokenizers' Digits(individual_digits=True) + ByteLevel(add_prefix_space=False).
+PRE_TOKENIZERS = {"gpt-2": [_BYTE_LEVEL], "smollm": [_DIGITS, _BYTE_LEVEL]}
+
+
+class GGUFError(ValueError):
+    """A model or tokenizer that cannot be written to GGUF exactly; the message says why."""
+
+
+def _pre_steps(pre: dict | None) -> list[dict]:
+    if pre is None:
+        return []
+    steps = pre["pretokenizers"] if pre.get("type") == "Sequence" else [pre]
+    keep = {"type", "add_prefix_space", "use_regex", "individual_digits"}
+    return [{k: v for k, v in step.items() if k in keep} for step in steps]
+
+
+def llama_cpp_pre(tokenizer_json: dict) -> str:
+    """llama.cpp's name for the tokenizer's pre-tokenizer, or GGUFError saying what it is."""
+    model, decoder = tokenizer_json.get("model") or {}, tokenizer_json.get("decoder") or {}
+    if model.get("type") != "BPE" or decoder.get("type") != "ByteLevel":
+        raise GGUFError(
+            f"export.gguf: the tokenizer is {model.get('type')} with a {decoder.get('type')} decoder; "
+            "GGUF export writes byte-level BPE tokenizers only (GPT-2, Llama 3, SmolLM style)"
+        )
+    if tokenizer_json.get("normalizer") is not None:
+        raise GGUFError(
+            "export.gguf: the tokenizer has a normalizer, which llama.cpp's BPE tokenizer does not apply"
+        )
+    steps = _pre_steps(tokenizer_json.get("pre_tokenizer"))
+    for name, shape in PRE_TOKENIZERS.items():
+        if len(steps) == len(shape) and all(
+            all(step.get(k) == v for k, v in want.items()) for want, step in zip(shape, steps)
+        ):
+            return name
+    raise GGUFError(
+        f"export.gguf: the tokenizer's pre-tokenizer {json.dumps(steps)} has no llama.cpp name, so a "
+        "GGUF file would tokenize differently; supported: "
+        + "; ".join(f"{name} = {json.dumps(shape)}" for name, shape in PRE_TOKENIZERS.items())
+    )
+
+
+def check_config(config: dict) -> str:
+    """The llama.cpp architecture of a transformers config, or GGUFError with what is supported."""
+    archs = config.get("architectures") or [config.get("model_type")]
+    if archs[0] not in ARCHITECTURES:
+        raise GGUFError(
+            f"export.gguf: architecture {archs[0]} cannot be written to GGUF; supported: "
+            f"{', '.join(ARCHITECTURES)}"
+        )
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise GGUFError(
+            f"export.gguf: rope scaling {rope.get('rope_type')!r} is not written (plain RoPE only)"
+        )
+    if config.get("attention_bias") or config.get("mlp_bias"):
+        raise GGUFError("export.gguf: attention or MLP biases are not written (Llama without biases only)")
+    heads = config["num_attention_heads"]
+    if config.get("head_dim") not in (None, config["hidden_size"] // heads):
+        raise GGUFError("export.gguf: head_dim differs from hidden_size / num_attention_heads")
+    return ARCHITECTURES[archs[0]]
+
+
+def rope_theta(config: dict) -> float:
+    rope = config.get("rope_parameters") or {}
+    return float(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
+
+
+def permute_qk(weights, heads: int):
+    """llama.cpp's row order for q/k (its converter's `permute`): each head's halves interleaved."""
+    rows = weights.shape[0]
+    return (
+        weights.reshape(heads, 2, rows // heads // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
+def gguf_name(hf_name: str) -> str | None:
+    stem, _, suffix = hf_name.rpartition(".")
+    if stem in TOP_TENSORS:
+        return f"{TOP_TENSORS[stem]}.{suffix}"
+    if stem.startswith("model.layers."):
+        layer, _, part = stem[len("model.layers.") :].partition(".")
+        if part in LAYER_TENSORS:
+            return f"blk.{layer}.{LAYER_TENSORS[part]}.{suffix}"
+    return None
+
+
+def read_weights(folder: Path) -> dict:
+    """name -> fp32 numpy array, from the folder's safetensors file(s)."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise GGUFError(f"export.gguf: {folder} holds no safetensors weights")
+    out = {}
+    for file in files:
+        try:
+            out.update({k: np.asarray(v, dtype=np.float32) for k, v in load_file(str(file)).items()})
+        except TypeError:  # bf16 has no numpy dtype: go through torch
+            from safetensors.torch import load_file as load_torch
+
+            out.update({k: v.float().numpy() for k, v in load_torch(str(file)).items()})
+    return out
+
+
+def gguf_tensors(weights: dict, config: dict):
+    """(gguf name, fp32 array) in llama.cpp's layout; unknown tensors are an error, not dropped."""
+    heads, kv_heads = (
+        config["num_attention_heads"],
+        config.get("num_key_value_heads") or config["num_attention_heads"],
+    )
+    tied = config.get("tie_word_embeddings", False)
+    for name, array in weights.items():
+        if name == "lm_head.weight" and tied:
+            continue
+        target = gguf_name(name)
+        if target is None:
+            raise GGUFError(f"export.gguf: tensor {name} has no GGUF name (not a plain Llama?)")
+        if name.endswith("q_proj.weight"):
+            array = permute_qk(array, heads)
+        elif name.endswith("k_proj.weight"):
+            array = permute_qk(array, kv_heads)
+        yield target, array
+
+
+def encode_tensor(array, spec_type: str):
+    """(data, ggml type) of one tensor in the file type: 1-D tensors (norms) stay F32 as in
+    llama.cpp's converter; a row not a multiple of the quant block falls back to F16."""
+    import gguf
+    import numpy as np
+
+    if array.ndim == 1 or spec_type == "f32":
+        return array.astype(np.float32), gguf.GGMLQuantizationType.F32
+    if spec_type == "f16":
+        return array.astype(np.float16), gguf.GGMLQuantizationType.F16
+    qtype = getattr(gguf.GGMLQuantizationType, TYPES[spec_type][0])
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    if array.shape[-1] % block:
+        return array.astype(np.float16), gguf.GGMLQuantizationType.F16
+    return gguf.quants.quantize(array, qtype), qtype
+
+
+def tokenizer_metadata(folder: Path, vocab_size: int) -> dict:
+    """llama.cpp's tokenizer keys for the folder's tokenizer (GGUFError when not exact)."""
+    from tokenizers import Tokenizer
+
+    tokenizer_json = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    pre = llama_cpp_pre(tokenizer_json)
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    vocab = dict(tokenizer_json["model"]["vocab"])
+    added = {t["content"]: t for t in tokenizer_json.get("added_tokens", [])}
+    vocab.update({text: t["id"] for text, t in added.items()})
+    if len(vocab) > vocab_size or sorted(vocab.values()) != list(range(len(vocab))):
+        raise GGUFError("export.gguf: the token ids are not 0..n-1 within the model's vocabulary size")
+    tokens = sorted(vocab, key=vocab.get) + [f"[PAD{i}]" for i in range(len(vocab), vocab_size)]
+    # llama.cpp token types: 1 normal, 3 control (special), 4 user-defined, 5 unused (padding)
+    types = [(3 if added[t].get("special") else 4) if t in added else 1 for t in tokens[: len(vocab)]] + [
+        5
+    ] * (vocab_size - len(vocab))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tokenizer_json["model"]["merges"]]
+
+    def special_id(key):
+        value = config.get(key)
+        value = value.get("content") if isinstance(value, dict) else value
+        return vocab.get(value) if value is not None else None
+
+    ids = {key: special_id(f"{key}_token") for key in ("bos", "eos", "pad", "unk")}
+    probe = Tokenizer.from_str(json.dumps(tokenizer_json)).encode("a").ids
+    template = _chat_template(folder, config)
+    return {
+        "pre": pre,
+        "tokens": tokens,
+        "token_types": types,
+        "merges": merges,
+        "ids": ids,
+        "add_bos": bool(probe) and probe[0] == ids["bos"],
+        "add_eos": bool(probe) and probe[-1] == ids["eos"] and len(probe) > 1,
+        "chat_template": template,
+    }
+
+
+def _chat_template(folder: Path, config: dict) -> str | None:
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    template = config.get("chat_template")
+    return template if isinstance(template, str) else None
+
+
+def write_gguf(folder: Path, out: Path, spec_type: str, name: str) -> dict:
+    """Write `out` from the merged folder in `spec_type`; returns {ggml type: tensor count}."""
+    import gguf
+
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    arch = check_config(config)
+    meta = tokenizer_metadata(folder, config["vocab_size"])
+    heads = config["num_attention_heads"]
+    writer = gguf.GGUFWriter(str(out), arch)
+    writer.add_name(name)
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(config.get("num_key_value_heads") or heads)
+    writer.add_rope_dimension_count(config["hidden_size"] // heads)
+    writer.add_rope_freq_base(rope_theta(config))
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_vocab_size(config["vocab_size"])
+    writer.add_file_type(getattr(gguf.LlamaFileType, TYPES[spec_type][1]))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(meta["pre"])
+    writer.add_token_list(meta["tokens"])
+    writer.add_token_types(meta["token_types"])
+    writer.add_token_merges(meta["merges"])
+    for key, add in (
+        ("bos", writer.add_bos_token_id),
+        ("eos", writer.add_eos_token_id),
+        ("pad", writer.add_pad_token_id),
+        ("unk", writer.add_unk_token_id),
+    ):
+        if meta["ids"][key] is not None:
+            add(meta["ids"][key])
+    writer.add_add_bos_token(meta["add_bos"])
+    writer.add_add_eos_token(meta["add_eos"])
+    if meta["chat_template"]:
+        writer.add_chat_template(meta["chat_template"])
+    counts: dict[str, int] = {}
+    for target, array in gguf_tensors(read_weights(folder), config):
+        data, qtype = encode_tensor(array, spec_type)
+        writer.add_tensor(target, data, raw_dtype=qtype)
+        counts[qtype.name] = counts.get(qtype.name, 0) + 1
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return counts
