@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: export demo-dpo verify test test-fast lint bench clean venv
+.PHONY: export demo-dpo demo-grpo verify test test-fast lint bench clean venv
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ export: venv
 # SFT -> DPO: the demo run, then examples/dpo_style.yaml on top of it (README: Preference tuning).
 demo-dpo: venv
 	$(BIN)/snakemake export --cores $(CORES) --config specs=specs/demo.yaml,examples/dpo_style.yaml
+
+# The GRPO demo (README: GRPO): the demo stopped early, then GRPO with an exact-match reward.
+demo-grpo: venv
+	$(BIN)/snakemake evaluate --cores $(CORES) --config specs=examples/grpo/sft_early.yaml,examples/grpo/grpo_digits.yaml
 
 # Rebuild in a clean copy and compare with tunemake.lock (README: Publish a result).
 VERIFY_UNTIL ?= smoke_test
@@ -48,7 +52,7 @@ test-fast: venv
 
 # Every bench prints its ratios against a baseline timed in the same run (README: Benchmarks).
 # report_screenshot needs Debian's chromium; gpu_qlora says so and exits where no GPU is present.
-BENCHES := noop eval_generation train_throughput dpo_throughput data_prep report_screenshot gpu_qlora
+BENCHES := noop eval_generation train_throughput dpo_throughput grpo_throughput data_prep report_screenshot gpu_qlora
 bench: venv
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; HF_HUB_OFFLINE=1 $(BIN)/python bench/$$b.py || exit 1; done
 

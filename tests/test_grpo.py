@@ -381,3 +381,47 @@ def test_a_user_reward_file_edit_reruns_training_not_data(chain):
     assert planned["train_model"] == 1 and planned["evaluate_model"] == 1, planned
     data_steps = ("shard_data", "clean_shard", "tokenize_shard", "audit_data", "base_model")
     assert not any(planned[step] for step in data_steps), planned
+
+
+@pytest.mark.slow
+def test_killed_grpo_training_resumes_to_the_same_weights(chain, monkeypatch):
+    """Kill -9 during GRPO training; the rerun resumes from the newest checkpoint (sampling's
+    random state restored with it) and ends with the same adapter bytes as an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from scripts.common.spec import load_specs
+    from tests.test_train import wait_for_checkpoint
+
+    spec = yaml.safe_load((chain / "specs/grpo.yaml").read_text())
+    spec["train"] = {**spec["train"], "max_steps": 12, "save_steps": 4, "lr_scheduler": "constant"}
+    (chain / "specs/grpo_resume.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    try:
+        monkeypatch.chdir(chain)  # the rewards file is found, and hashed, relative to the workflow
+        runs = {run.name: run for run in load_specs(sorted(Path("specs").glob("*.yaml")))}
+        work = chain / f"results/work/train/{runs['grpo_resume'].keys['train']}"
+        target = "results/runs/grpo_resume/train.manifest.json"
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        cmd = [sys.executable, "-m", "snakemake", "--cores", "2", target]
+        proc = subprocess.Popen(cmd, cwd=chain, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+        killed_after = wait_for_checkpoint(work, proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not (chain / target).exists()
+        snakemake(chain, "--unlock")
+        resumed = snakemake(chain, target, "--rerun-incomplete")
+        assert jobs_run(resumed)["train_model"] == 1
+        manifest = json.loads((chain / target).read_text())
+        assert manifest["counts"]["resumed_from_step"] >= killed_after
+        assert 12 > manifest["counts"]["steps_run"] == 12 - manifest["counts"]["resumed_from_step"]
+        adapter = chain / "results/runs/grpo_resume/train/model/adapter_model.safetensors"
+        resumed_weights = adapter.read_bytes()
+        subprocess.run(["rm", "-rf", str(work)], check=True)
+        snakemake(chain, target, "--forcerun", "train_model")
+        assert "starting fresh" in (chain / "logs/runs/grpo_resume/train_model.log").read_text()
+        assert adapter.read_bytes() == resumed_weights
+    finally:
+        (chain / "specs/grpo_resume.yaml").unlink()
