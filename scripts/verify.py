@@ -122,6 +122,8 @@ def main(argv=None):
         lock = parse(Path(args.lock).read_text())
     except (OSError, ValueError) as exc:
         fail(f"{args.lock}: cannot read the lock file ({exc}); write it with `snakemake lock`")
+    locked = {step for run in lock["runs"].values() for step in run["steps"]}
+    steps = [step for step in steps if step in locked]  # the steps the locked runs have
     sources = source_differences(lock, Path("."))
     if sources:
         fail(
