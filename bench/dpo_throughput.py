@@ -30,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import yaml  # noqa: E402
 
+from bench.train_step import train_step  # noqa: E402
 from scripts.common.spec import load_specs  # noqa: E402
 from tests.workflow_fixtures import copy_workflow, snakemake  # noqa: E402
 
@@ -100,16 +101,7 @@ def tunemake_run(
     train: dict, base: Path, tokens: list[Path], reference: Path, out: Path
 ) -> tuple[float, int]:
     """(train seconds, tokens trained) of scripts.train_model on the stored reference log-probs."""
-    from scripts.train_model import main
-
-    main(
-        [
-            "--spec-json", json.dumps(train), "--base", str(base), "--tokens", *map(str, tokens),
-            "--work-dir", str(out / "work"), "--out", str(out / "model"), "--log", str(out / "log.jsonl"),
-            "--manifest", str(out / "manifest.json"), "--reference", str(reference),
-        ]
-    )  # fmt: skip
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = train_step(train, base, tokens, out, "--reference", str(reference))
     return manifest["timings"]["train"], manifest["counts"]["train_tokens"]
 
 

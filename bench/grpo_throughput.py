@@ -15,7 +15,6 @@ over the trainer's train_runtime.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -27,6 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import yaml  # noqa: E402
 
+from bench.train_step import train_step  # noqa: E402
 from scripts.common.spec import load_specs  # noqa: E402
 from tests.workflow_fixtures import copy_workflow, snakemake  # noqa: E402
 
@@ -58,16 +58,7 @@ def grpo_workflow(workdir: Path, steps: int, batch: int, generations: int) -> No
 
 def tunemake_run(train: dict, base: Path, tokens: list[Path], out: Path) -> tuple[float, int]:
     """(train seconds, completions sampled) of scripts.train_model, in this process."""
-    from scripts.train_model import main
-
-    main(
-        [
-            "--spec-json", json.dumps(train), "--base", str(base), "--tokens", *map(str, tokens),
-            "--work-dir", str(out / "work"), "--out", str(out / "model"), "--log", str(out / "log.jsonl"),
-            "--manifest", str(out / "manifest.json"),
-        ]
-    )  # fmt: skip
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = train_step(train, base, tokens, out)
     return manifest["timings"]["train"], train["max_steps"] * train["per_device_batch_size"]
 
 

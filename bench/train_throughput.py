@@ -12,7 +12,6 @@ temporary copy of the workflow.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -22,22 +21,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.train_step import train_step  # noqa: E402
 from scripts.common.spec import load_spec_file  # noqa: E402
 from tests.workflow_fixtures import copy_workflow, snakemake  # noqa: E402
 
 
 def tunemake_run(train: dict, base: Path, tokens: list[Path], out: Path) -> tuple[float, int]:
     """(train seconds, tokens trained) of scripts.train, in this process."""
-    from scripts.train_model import main
-
-    main(
-        [
-            "--spec-json", json.dumps(train), "--base", str(base), "--tokens", *map(str, tokens),
-            "--work-dir", str(out / "work"), "--out", str(out / "model"), "--log", str(out / "log.jsonl"),
-            "--manifest", str(out / "manifest.json"),
-        ]
-    )  # fmt: skip
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = train_step(train, base, tokens, out)
     return manifest["timings"]["train"], manifest["counts"]["train_tokens"]
 
 

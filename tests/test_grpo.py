@@ -387,14 +387,11 @@ def test_a_user_reward_file_edit_reruns_training_not_data(chain):
 def test_killed_grpo_training_resumes_to_the_same_weights(chain, monkeypatch):
     """Kill -9 during GRPO training; the rerun resumes from the newest checkpoint (sampling's
     random state restored with it) and ends with the same adapter bytes as an uninterrupted run."""
-    import os
-    import signal
     import subprocess
-    import sys
     from pathlib import Path
 
     from scripts.common.spec import load_specs
-    from tests.test_train import wait_for_checkpoint
+    from tests.workflow_fixtures import kill_at_first_checkpoint
 
     spec = yaml.safe_load((chain / "specs/grpo.yaml").read_text())
     spec["train"] = {**spec["train"], "max_steps": 12, "save_steps": 4, "lr_scheduler": "constant"}
@@ -404,14 +401,8 @@ def test_killed_grpo_training_resumes_to_the_same_weights(chain, monkeypatch):
         runs = {run.name: run for run in load_specs(sorted(Path("specs").glob("*.yaml")))}
         work = chain / f"results/work/train/{runs['grpo_resume'].keys['train']}"
         target = "results/runs/grpo_resume/train.manifest.json"
-        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-        cmd = [sys.executable, "-m", "snakemake", "--cores", "2", target]
-        proc = subprocess.Popen(cmd, cwd=chain, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
-        killed_after = wait_for_checkpoint(work, proc)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        killed_after = kill_at_first_checkpoint(chain, target, work)
         assert not (chain / target).exists()
-        snakemake(chain, "--unlock")
         resumed = snakemake(chain, target, "--rerun-incomplete")
         assert jobs_run(resumed)["train_model"] == 1
         manifest = json.loads((chain / target).read_text())

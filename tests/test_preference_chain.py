@@ -14,7 +14,7 @@ import json
 import pytest
 import yaml
 
-from tests.workflow_fixtures import copy_workflow, jobs_run, snakemake
+from tests.workflow_fixtures import copy_workflow, jobs_run, kill_at_first_checkpoint, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -166,13 +166,7 @@ def train_key(workdir) -> str:
 def test_killed_dpo_training_resumes_to_the_same_weights(chain):
     """Kill -9 during DPO training; the rerun resumes from the newest checkpoint and ends with
     the same adapter bytes as a run that was never interrupted."""
-    import os
-    import signal
     import subprocess
-    import sys
-    from pathlib import Path
-
-    from tests.test_train import wait_for_checkpoint
 
     workdir, _, _ = chain
     spec = yaml.safe_load((workdir / "specs/dpo.yaml").read_text())
@@ -188,14 +182,8 @@ def test_killed_dpo_training_resumes_to_the_same_weights(chain):
     try:
         target = "results/runs/dpo_resume/train.manifest.json"
         work = workdir / f"results/work/train/{train_key(workdir)}"
-        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-        cmd = [sys.executable, "-m", "snakemake", "--cores", "2", target]
-        proc = subprocess.Popen(cmd, cwd=workdir, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
-        killed_after = wait_for_checkpoint(work, proc)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        killed_after = kill_at_first_checkpoint(workdir, target, work)
         assert not (workdir / target).exists()
-        snakemake(workdir, "--unlock")
         resumed = snakemake(workdir, target, "--rerun-incomplete")
         assert jobs_run(resumed)["train_model"] == 1 and "reference_logps" not in jobs_run(resumed)
         manifest = json.loads((workdir / target).read_text())

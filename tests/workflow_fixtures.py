@@ -156,3 +156,26 @@ def reproducible_files(workdir: Path) -> dict[str, bytes]:
         for path in sorted(workdir.glob(pattern)):
             files[str(path.relative_to(workdir))] = path.read_bytes()
     return files
+
+
+def kill_at_first_checkpoint(workdir: Path, target: str, work: Path) -> int:
+    """Start `snakemake <target>` in `workdir`, kill -9 it (its jobs too) as soon as the train work
+    folder `work` holds a complete checkpoint, and unlock; returns that checkpoint's step."""
+    from scripts.common.checkpoints import newest_complete, step_of
+
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", target]
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            found, _ = newest_complete(work) if work.exists() else (None, [])
+            if found:
+                return step_of(found)
+            time.sleep(0.05)
+        raise AssertionError("training ended or timed out before its first checkpoint")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        snakemake(workdir, "--unlock")

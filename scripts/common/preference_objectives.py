@@ -135,6 +135,18 @@ def _pretokenized(trainer_class):
     return Pretokenized
 
 
+def _pretokenized_trainer(trainer_class, model, config, train_set, eval_set, tokenizer, callbacks):
+    """trainer_class (ORPOTrainer or CPOTrainer) built on tokenize_shard's rows."""
+    return _pretokenized(trainer_class)(
+        model=model,
+        args=config,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
 def _check_columns_row(feature: dict) -> None:
     missing = set(PAIR_COLUMNS) - set(feature)
     if missing:
@@ -153,15 +165,7 @@ def orpo_trainer(model, args: dict, orpo: dict, train_set, eval_set, tokenizer, 
         max_length=_longest(train_set, eval_set),
         remove_unused_columns=False,
     )
-    trainer_class = _pretokenized(ORPOTrainer)
-    return trainer_class(
-        model=model,
-        args=config,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    return _pretokenized_trainer(ORPOTrainer, model, config, train_set, eval_set, tokenizer, callbacks)
 
 
 def simpo_trainer(model, args: dict, simpo: dict, train_set, eval_set, tokenizer, callbacks):
@@ -178,15 +182,7 @@ def simpo_trainer(model, args: dict, simpo: dict, train_set, eval_set, tokenizer
         max_length=_longest(train_set, eval_set),
         remove_unused_columns=False,
     )
-    trainer_class = _pretokenized(CPOTrainer)
-    return trainer_class(
-        model=model,
-        args=config,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    return _pretokenized_trainer(CPOTrainer, model, config, train_set, eval_set, tokenizer, callbacks)
 
 
 def frozen_copy(model):
