@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: export demo-dpo demo-grpo verify test test-fast lint bench clean venv
+.PHONY: export demo-dpo demo-grpo demo-bench verify test test-fast lint bench clean venv
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ export: venv
 # SFT -> DPO: the demo run, then examples/dpo_style.yaml on top of it (README: Preference tuning).
 demo-dpo: venv
 	$(BIN)/snakemake export --cores $(CORES) --config specs=specs/demo.yaml,examples/dpo_style.yaml
+
+# The demo speller scored on the two lm-evaluation-harness tasks in tasks/ (README: Harness benchmarks):
+# results/runs/demo_benchmarks/benchmarks.md, the comparison table, the plots and the card.
+demo-bench: venv
+	$(BIN)/snakemake --cores $(CORES) --config specs=examples/demo_benchmarks.yaml
 
 # The GRPO demo (README: GRPO): the demo stopped early, then GRPO with an exact-match reward.
 demo-grpo: venv

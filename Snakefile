@@ -1,7 +1,7 @@
 """tunemake: fine-tuning as a reproducible build. One spec per experiment in specs/.
 
 snakemake export      # everything: data, base model, train, evaluate, merged model, smoke test
-snakemake evaluate    # stop after evaluation
+snakemake evaluate    # stop after evaluation (and the lm-eval benchmarks the specs ask for)
 snakemake data        # stop after tokenization
 snakemake compare     # every run's metrics side by side, loss and metric plots
 snakemake && snakemake --report report.html   # all of the above, then the HTML report
@@ -23,8 +23,11 @@ include: "rules/environment.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
 include: "rules/train.smk"
+include: "rules/benchmark_targets.smk"
+include: "rules/benchmark.smk"
 include: "rules/evaluate.smk"
 include: "rules/export.smk"
+include: "rules/track.smk"
 include: "rules/why.smk"
 include: "rules/publish.smk"
 
@@ -37,6 +40,7 @@ localrules:
     plot_metrics,
     report_page,
     push_to_hub,
+    track_run,
     why,
     lock,
     verify,
@@ -52,11 +56,13 @@ rule export:
         all_runs("results/runs/{run}/export"),
         all_runs("results/runs/{run}/smoke_test.manifest.json"),
         pushed_runs("results/runs/{run}/push_to_hub.manifest.json"),
+        tracked_runs(),
 
 
 rule evaluate:
     input:
         all_runs("results/runs/{run}/evaluate/report.json"),
+        benchmark_runs("results/runs/{run}/benchmarks.json"),
 
 
 rule train:
@@ -77,6 +83,7 @@ rule compare:
         all_runs("results/runs/{run}/report/loss.png"),
         all_runs("results/runs/{run}/report/metrics.png"),
         all_runs("results/runs/{run}/report/evaluation.html"),
+        benchmark_runs("results/runs/{run}/report/benchmarks.html"),
 
 
 # The default target (`snakemake`, `snakemake --report report.html`): export, compare, model cards.

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from scripts.common.hub_sources import resolve_data
 from scripts.common.spec import SpecError, canonical_json, load_specs
 from scripts.common.steps import (
     PIECE_FOLDER,
@@ -25,6 +26,7 @@ from scripts.common.steps import (
     run_steps,
     step_slices,
 )
+from scripts.common.trackers import TrackerError, choose_trackers
 
 
 def _spec_files():
@@ -95,7 +97,7 @@ wildcard_constraints:
     tkey="[0-9a-f]{12}",
     akey="[0-9a-f]{12}",
     rkey="[0-9a-f]{12}",
-    page="evaluation|model_card",
+    page="evaluation|model_card|benchmarks",
     shard="[0-9a-f]{16}",
     run="[A-Za-z0-9][A-Za-z0-9._=+-]*",
 
@@ -125,6 +127,12 @@ def data_json(wildcards):
     return slice_file(DATA[wildcards.dkey])
 
 
+def hub_json(wildcards):
+    """Per data source, its hub resolution (commit, snapshot, files and their sha256, resolved
+    once when the specs were loaded) or null: shard_data reads exactly those files."""
+    return slice_file(resolve_data(DATA[wildcards.dkey]))
+
+
 def data_sources(wildcards):
     """Source files; a save_to_disk folder stands for the files in it. A run (or dry run)
     refuses a missing source here: Snakemake alone says nothing when the data built from it
@@ -132,6 +140,8 @@ def data_sources(wildcards):
     known yet when it is read, so this cannot happen earlier.)"""
     paths = []
     for index, source in enumerate(DATA[wildcards.dkey]["sources"]):
+        if "hub" in source:  # its commit and files' sha256 are in the data key
+            continue
         folder = Path(source["path"])
         if folder.is_dir():
             paths += sorted(str(p) for p in folder.rglob("*") if p.is_file())
@@ -340,6 +350,30 @@ def run_data_manifest(wildcards):
     return f"results/data/{KEYS[wildcards.run]['data']}/raw.manifest.json"
 
 
+# Experiment trackers (rules/track.smk): a runtime choice, checked before any job runs; no key.
+try:
+    TRACKERS = choose_trackers(config.get("trackers"))
+except TrackerError as exc:
+    raise WorkflowError(f"invalid config trackers:\n{exc}") from None
+
+
+def tracked_runs():
+    """The export target's track_run manifests: every run, every chosen tracker."""
+    return [
+        f"results/runs/{run}/track/{tracker}.manifest.json"
+        for run in RUNS
+        for tracker in TRACKERS
+    ]
+
+
+def run_keys_json(wildcards):
+    return slice_file(KEYS[wildcards.run])
+
+
+def run_spec_file(wildcards):
+    return RUNS[wildcards.run].spec_file
+
+
 def pushed_runs(pattern):
     """Targets of the runs whose spec opts in to export.push_to_hub."""
     return [
@@ -358,6 +392,8 @@ def compare_spec_json(wildcards):
 def report_page_markdown(wildcards):
     if wildcards.page == "evaluation":
         return f"results/runs/{wildcards.run}/evaluate/summary.md"
+    if wildcards.page == "benchmarks":
+        return f"results/runs/{wildcards.run}/benchmarks.md"
     return f"results/runs/{wildcards.run}/model_card.md"
 
 

@@ -14,11 +14,12 @@ checkpoint shard_data:
     threads: 2
     params:
         spec=data_json,
+        hub=hub_json,
         shard_dir="results/data/{dkey}/raw",
         cache_dir="results/data/{dkey}/cache",
     shell:
         """
-        python -m scripts.shard_data --spec-json {params.spec:q} \
+        python -m scripts.shard_data --spec-json {params.spec:q} --hub-json {params.hub:q} \
             --shard-dir {params.shard_dir:q} --manifest {output.manifest:q} \
             --tokenizer-sample {output.sample:q} \
             --cache-dir {params.cache_dir:q} --workers {threads} \

@@ -57,6 +57,7 @@ rule plot_training:
 rule plot_metrics:
     input:
         report="results/runs/{run}/evaluate/report.json",
+        benchmarks=run_benchmarks,
     output:
         plot=report(
             "results/runs/{run}/report/metrics.png",
@@ -71,7 +72,8 @@ rule plot_metrics:
         CONDA_ENV
     shell:
         """
-        python -m scripts.plot_metrics --report {input.report:q} --out {output.plot:q} >{log:q} 2>&1
+        python -m scripts.plot_metrics --report {input.report:q} --benchmarks {input.benchmarks:q} \
+            --out {output.plot:q} >{log:q} 2>&1
         """
 
 
@@ -102,6 +104,7 @@ rule report_page:
 rule compare_runs:
     input:
         reports=all_runs("results/runs/{run}/evaluate/report.json"),
+        benchmarks=benchmark_runs("results/runs/{run}/benchmarks.json"),
     output:
         markdown="results/compare/metrics.md",
         json="results/compare/metrics.json",
@@ -126,6 +129,7 @@ rule compare_runs:
     shell:
         """
         python -m scripts.compare_runs --reports {input.reports:q} --diff-json {params.diff:q} \
+            --benchmarks {input.benchmarks:q} \
             --markdown {output.markdown:q} --json {output.json:q} --html {output.page:q} \
             --png {output.plot:q} >{log:q} 2>&1
         """

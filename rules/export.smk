@@ -78,6 +78,7 @@ rule model_card:
         base_manifest=run_base_manifest,
         data_manifest=run_data_manifest,
         gguf=run_gguf_manifest,
+        benchmarks=run_benchmarks,
         env=ENV,
     output:
         card="results/runs/{run}/model_card.md",
@@ -94,7 +95,8 @@ rule model_card:
         python -m scripts.model_card --spec-json {params.spec:q} --run {wildcards.run:q} \
             --run-spec {params.run_spec:q} --report {input.report:q} \
             --train-manifest {input.train_manifest:q} --base-manifest {input.base_manifest:q} \
-            --data-manifest {input.data_manifest:q} --gguf-manifest {input.gguf:q} --out {output.card:q} \
+            --data-manifest {input.data_manifest:q} --gguf-manifest {input.gguf:q} \
+            --benchmarks {input.benchmarks:q} --out {output.card:q} \
             --manifest {output.manifest:q} --environment {input.env:q} >{log:q} 2>&1
         """
 

@@ -29,6 +29,7 @@ PARTS = (
     "schemas",
     "report",
     "profiles",
+    "tasks",
     "Makefile",
     "requirements.txt",
     "environment.yml",

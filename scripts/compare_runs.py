@@ -1,7 +1,8 @@
 """Compare runs, like `dvc metrics diff`: every run's tuned metrics (change against its base in
 brackets, best per metric in bold) beside the spec values that differ between the runs.
 
-Reads each run's `evaluate/report.json`; writes the table as Markdown, HTML (for the
+Reads each run's `evaluate/report.json` (and its lm-eval `benchmarks.json`, when it has
+benchmarks: columns `<task>/<metric>`); writes the table as Markdown, HTML (for the
 Snakemake report), PNG and JSON.
 
     python -m scripts.compare_runs --reports results/runs/*/evaluate/report.json \
@@ -16,6 +17,7 @@ import argparse
 import html
 import json
 
+from scripts.common.benchmark_report import with_benchmarks
 from scripts.common.cli import fail, json_arg
 from scripts.common.evaluation import cell, ordered
 from scripts.common.files import atomic_write_json, atomic_write_text, read_json
@@ -149,6 +151,9 @@ def draw(table: dict, out: str) -> None:
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reports", nargs="+", required=True, help="each run's report.json")
+    parser.add_argument(
+        "--benchmarks", nargs="*", default=[], help="the benchmarks.json of the runs that have them"
+    )
     parser.add_argument("--diff-json", default="{}", help="run -> {dotted spec key: value} that differ")
     parser.add_argument("--markdown", required=True, help="the table as Markdown")
     parser.add_argument("--html", required=True, help="the table as an HTML page")
@@ -159,7 +164,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    reports = [read_json(path) for path in args.reports]
+    benchmarks = {b["run"]: b for b in (read_json(p) for p in args.benchmarks if p)}
+    reports = [with_benchmarks(r, benchmarks.get(r["run"])) for r in map(read_json, args.reports)]
     runs = [r["run"] for r in reports]
     if len(set(runs)) != len(runs):
         fail(f"two reports name the same run: {sorted(runs)}; pass each run's report once")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from scripts.common.benchmark_report import benchmark_table
 from scripts.common.cli import json_arg
 from scripts.common.evaluation import preference_markdown
 from scripts.common.files import atomic_write_text, read_json
@@ -23,11 +24,40 @@ from scripts.common.manifest import write_manifest
 from scripts.common.modelfile import run_locally_markdown
 
 
-def card_metadata(card: dict, fmt: str, run: str, spec: dict, report: dict, train: dict, base: dict) -> str:
-    """The YAML front matter the hub reads (built with huggingface_hub, so it validates there)."""
+def benchmark_results(benchmarks: dict | None) -> list:
+    """The tuned model's harness scores as model-index results (one per task and metric)."""
+    from huggingface_hub import EvalResult
+
+    return [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type=row["task"],
+            dataset_name=row["name"],
+            metric_type=row["metric"],
+            metric_name=f"{row['metric']} (lm-evaluation-harness {benchmarks['harness']})",
+            metric_value=row["tuned"],
+        )
+        for row in (benchmarks or {}).get("rows", [])
+    ]
+
+
+def card_metadata(
+    card: dict,
+    fmt: str,
+    run: str,
+    spec: dict,
+    report: dict,
+    train: dict,
+    base: dict,
+    benchmarks: dict | None = None,
+) -> str:
+    """The YAML front matter the hub reads (built with huggingface_hub, so it validates there):
+    the validation metrics and the harness benchmarks as model-index results."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    datasets = card["datasets"] or [s["path"] for s in spec["data"]["sources"]]
+    datasets = card["datasets"] or [
+        s["hub"]["repo"] if "hub" in s else s["path"] for s in spec["data"]["sources"]
+    ]
     method = train["details"]["method"]
     results = [
         EvalResult(
@@ -39,7 +69,7 @@ def card_metadata(card: dict, fmt: str, run: str, spec: dict, report: dict, trai
             metric_value=value,
         )
         for name, value in report["metrics"]["tuned"].items()
-    ]
+    ] + benchmark_results(benchmarks)
     adapter_tags = ["peft", "lora"] if fmt != "merged" else []
     return ModelCardData(
         base_model=base["details"]["weights"] if base["details"]["source"] == "id" else None,
@@ -133,12 +163,13 @@ def render_card(
     base: dict,
     data: dict,
     gguf: dict | None = None,
+    benchmarks: dict | None = None,
 ) -> str:
     """The README.md text: YAML metadata, summary, usage (and running the GGUF files locally),
     evaluation, training, spec, provenance."""
     card, fmt = export["card"], export["format"]
     local = f"\n\n## Run it locally\n\n{run_locally_markdown(run, gguf)}" if gguf else ""
-    meta = card_metadata(card, fmt, run, spec, report, train, base)
+    meta = card_metadata(card, fmt, run, spec, report, train, base, benchmarks)
     return f"""---
 {meta.strip()}
 ---
@@ -153,7 +184,7 @@ def render_card(
 
 ## Evaluation ({report["examples"]} validation examples, base against tuned)
 
-{metrics_table(report)}{preference_markdown(report)}
+{metrics_table(report)}{preference_markdown(report)}{benchmarks_markdown(benchmarks)}
 
 ## Training
 
@@ -175,6 +206,13 @@ run in a clean copy and compares every file with it (README: Publish a result).
 """
 
 
+def benchmarks_markdown(benchmarks: dict | None) -> str:
+    if not benchmarks:
+        return ""
+    table = benchmark_table(benchmarks).split("\n", 2)[2]  # without its title
+    return f"\n\n### Benchmarks (lm-evaluation-harness {benchmarks['harness']}, base against tuned)\n\n{table.strip()}"
+
+
 def gguf_manifest(paths: list[str]) -> dict | None:
     paths = [p for p in paths if p]  # Snakemake quotes an empty input list as ''
     return read_json(paths[0]) if paths else None
@@ -191,6 +229,9 @@ def parse_args(argv):
     parser.add_argument("--data-manifest", required=True, help="the shard_data manifest (source hashes)")
     parser.add_argument(
         "--gguf-manifest", nargs="*", default=[], help="the export_gguf manifest, when GGUF is asked for"
+    )
+    parser.add_argument(
+        "--benchmarks", nargs="*", default=[], help="the run's benchmarks.json, when it has benchmarks"
     )
     parser.add_argument("--out", required=True, help="the card (Markdown) to write")
     parser.add_argument("--manifest", required=True)
@@ -210,6 +251,7 @@ def main(argv=None):
         read_json(args.base_manifest),
         read_json(args.data_manifest),
         gguf_manifest(args.gguf_manifest),
+        gguf_manifest(args.benchmarks),
     )
     atomic_write_text(args.out, text)
     write_manifest(
@@ -223,6 +265,7 @@ def main(argv=None):
             args.base_manifest,
             args.data_manifest,
             *filter(None, args.gguf_manifest),
+            *filter(None, args.benchmarks),
         ],
         outputs=[args.out],
         counts={"lines": text.count("\n")},

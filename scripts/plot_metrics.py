@@ -1,6 +1,7 @@
 """Plot a run's evaluation as bars, base against tuned, one panel per metric (scales differ).
 
-Reads `results/runs/<run>/evaluate/report.json`; each panel title says which direction is
+Reads `results/runs/<run>/evaluate/report.json` (and the run's lm-eval benchmarks.json, when it
+has benchmarks: their panels are named `<task>/<metric>`); each panel title says which direction is
 better and whether the tuned model improved. Writes a PNG.
 
     python -m scripts.plot_metrics --report results/runs/demo/evaluate/report.json \
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from scripts.common.benchmark_report import with_benchmarks
 from scripts.common.cli import fail
 from scripts.common.evaluation import ordered
 from scripts.common.files import read_json
@@ -65,13 +67,15 @@ def draw(report: dict, out: str) -> None:
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", required=True, help="the evaluation's report.json")
+    parser.add_argument("--benchmarks", nargs="*", default=[], help="the run's benchmarks.json, if any")
     parser.add_argument("--out", required=True, help="PNG to write")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    report = read_json(args.report)
+    benchmarks = [read_json(p) for p in args.benchmarks if p]  # an empty input list is ''
+    report = with_benchmarks(read_json(args.report), benchmarks[0] if benchmarks else None)
     if not report["metrics"]["tuned"]:
         fail(f"{args.report}: no metrics to plot; set evaluate.metrics in the spec")
     draw(report, args.out)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from scripts.common.cli import fail, json_arg
 from scripts.common.files import atomic_write_text, sha256_file
+from scripts.common.hub_sources import HubError, resolve_data, source_paths
 from scripts.common.manifest import write_manifest
 from scripts.common.records import SourceError
 from scripts.common.sharding import read_all, shard_texts, source_files, tokenizer_sample
@@ -36,6 +37,9 @@ def parse_args(argv):
     parser.add_argument("--tokenizer-sample", help="JSONL to write: a bounded sample for a built tokenizer")
     parser.add_argument("--cache-dir", help="where chunk results are kept between runs (optional)")
     parser.add_argument("--workers", type=int, default=1, help="processes parsing JSONL chunks")
+    parser.add_argument(
+        "--hub-json", help="per source, its hub resolution or null (JSON or @file; rules/common.smk hub_json)"
+    )
     parser.add_argument("--environment")
     return parser.parse_args(argv)
 
@@ -48,7 +52,10 @@ def main(argv=None):
         data = check_slice("data", json_arg(args.spec_json))
         if cache:
             cache.mkdir(parents=True, exist_ok=True)
-        buckets, sources, bad, examples = read_all(data, cache, args.workers)
+        hub = json_arg(args.hub_json) if args.hub_json else resolve_data(data)
+        buckets, sources, bad, examples = read_all(data, cache, args.workers, hub)
+    except HubError as exc:
+        fail(f"data.sources[{exc.index}].hub.{exc.key}: {exc}")
     except (SpecError, SourceError) as exc:
         fail(f"{exc}\n(set on_error: skip on the source to drop and count bad records instead)")
     read_s = time.perf_counter() - start
@@ -59,17 +66,16 @@ def main(argv=None):
             atomic_write_text(path, text)
             written += 1
         shards.append({"hash": digest, "records": count, "path": str(path)})
-    for source in sources:
-        source["sha256"] = hashlib.sha256(
-            "".join(sha256_file(f) for f in source_files(source["path"])).encode()
-        ).hexdigest()
+    files = [source_paths(h) if h else source_files(s["path"]) for s, h in zip(data["sources"], hub)]
+    for source, paths in zip(sources, files):
+        source["sha256"] = hashlib.sha256("".join(sha256_file(f) for f in paths).encode()).hexdigest()
     if args.tokenizer_sample:
         atomic_write_text(args.tokenizer_sample, tokenizer_sample(buckets, data))
     write_manifest(
         args.manifest,
         "shard_data",
         data,
-        inputs=[f for s in data["sources"] for f in source_files(s["path"])],
+        inputs=[f for paths in files for f in paths],
         counts={
             "records_read": sum(s["records"] for s in sources),
             "records_bad": dict(bad),

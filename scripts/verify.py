@@ -29,8 +29,8 @@ from scripts.common.lockfile import code_digest, compare, environment_difference
 from scripts.common.steps import STEP_ORDER
 
 # What a clean copy needs besides the specs and data sources (profiles/default: the same
-# command-line defaults as here).
-COPY_PARTS = ("Snakefile", "rules", "scripts", "schemas", "report", "profiles", "environment.yml")
+# command-line defaults as here; tasks/: the local lm-eval tasks a spec may score).
+COPY_PARTS = ("Snakefile", "rules", "scripts", "schemas", "report", "profiles", "tasks", "environment.yml")
 NOT_REBUILT = {"push_to_hub"}  # a hub push is not rebuilt: it would publish again
 
 

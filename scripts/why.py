@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 
 from scripts.common.files import sha256_file
+from scripts.common.hub_sources import HubError, resolve_data
 from scripts.common.spec import SpecError, load_specs
-from scripts.common.steps import RUN_MANIFESTS, downstream, manifest_of, run_steps, step_slices
+from scripts.common.steps import RUN_MANIFESTS, STANDS_FOR, downstream, manifest_of, run_steps, step_slices
 
 
 def diff(old, new, prefix: str) -> list[str]:
@@ -30,10 +31,36 @@ def diff(old, new, prefix: str) -> list[str]:
         for key in sorted(set(old) | set(new)):
             lines += diff(old.get(key, "(unset)"), new.get(key, "(unset)"), f"{prefix}.{key}")
         return lines
+    if _records(old) and _records(new) and len(old) == len(new):  # data.sources[0].path: a -> b
+        return [line for i, (a, b) in enumerate(zip(old, new)) for line in diff(a, b, f"{prefix}[{i}]")]
     if old == new:
         return []
     show = lambda v: v if isinstance(v, str) else json.dumps(v)  # noqa: E731
     return [f"{prefix}: {show(old)} -> {show(new)}"]
+
+
+def _records(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
+
+
+def hub_changes(shards_manifest: dict, data: dict) -> list[str]:
+    """`revision <old> -> <new>` (short commit shas) for each hub source whose resolved commit
+    moved since the data was built (a new pin, or a branch that moved), or whose files changed."""
+    try:
+        now = resolve_data(data)
+    except HubError as exc:
+        return [f"data.sources[{exc.index}].hub.{exc.key}: {exc}"]
+    lines = []
+    old = [source.get("hub") for source in shards_manifest["details"]["sources"]]
+    for index, (before, after) in enumerate(zip(old, now)):
+        if not before or not after or before["repo"] != after["repo"]:
+            continue  # a source added, removed or replaced: the spec lines say so
+        where = f"data.sources[{index}].hub ({after['repo']})"
+        if before["commit"] != after["commit"]:
+            lines.append(f"{where}: revision {before['commit'][:12]} -> {after['commit'][:12]}")
+        elif before["files"] != [{k: f[k] for k in ("path", "sha256")} for f in after["files"]]:
+            lines.append(f"{where}: the files read at {after['commit'][:12]} changed")
+    return lines
 
 
 def read(path) -> dict | None:
@@ -89,8 +116,8 @@ def reshard(data: dict, shards_manifest: dict, sample_file: str | None) -> tuple
     from scripts.common.sharding import read_all, shard_texts, tokenizer_sample
 
     try:
-        buckets, *_ = read_all(data, cache=None)
-    except SourceError as exc:
+        buckets, *_ = read_all(data, cache=None, hub=resolve_data(data))
+    except (SourceError, HubError) as exc:
         return [f"the data cannot be sharded: {exc}"], True
     new = {digest for digest, _, _ in shard_texts(buckets)}
     old = {s["hash"] for s in shards_manifest["details"]["shards"]}
@@ -140,12 +167,19 @@ def analyse(run, results: Path, memo: dict) -> tuple[list[str], set[str]]:
         if step not in built:
             changed_steps.add(step)  # never built (a format or a push added since)
             continue
+        if step in STANDS_FOR:  # a target's own slice; the run's list is in the step it names
+            continue
         section, now = slices[step]
         lines = [line for line in diff(built[step]["spec"], now, section) if not derived(line, changes)]
         if lines or diff(built[step]["spec"], now, section):
             changes += [line for line in lines if line not in changes]
             changed_steps.add(step)
+    changed_steps |= {step for step, run_step in STANDS_FOR.items() if run_step in changed_steps}
     shards = built.get("shard_data")
+    hub = hub_changes(shards, run.sections["data"]) if shards else []
+    if hub:
+        changes += hub
+        changed_steps.add("shard_data")
     sources = changed_sources(shards) if shards and "shard_data" not in changed_steps else []
     holds = frozenset()
     if sources:

@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.hub_datasets import hub_env
 from tests.workflow_fixtures import REPO, another_run_holding, copy_workflow, jobs_run, snakemake
 
 MEMORY_LIMIT = 2 << 30  # bytes: the spec loader's address space, a step's peak resident memory
@@ -280,7 +281,8 @@ def refusals(workdir) -> dict:
         (workdir / "specs" / f"{path.stem}.yaml").write_text(spec_text(load_case(path)))
     out = workdir / "refusals.json"
     code = f"from tests.test_bad_inputs import refuse_specs; refuse_specs({names!r}, {str(out)!r})"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    # hub sources resolve offline from the fixture cache (tests/hub_datasets.py)
+    env = dict(os.environ, PYTHONPATH=str(REPO), **hub_env(workdir.parent / "hub-cache"))
     try:
         proc = subprocess.run(
             [sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True, timeout=900

@@ -25,6 +25,7 @@ WORKFLOW_PARTS = (
     "specs",
     "examples",
     "data",
+    "tasks",
     "environment.yml",
     "report",
 )

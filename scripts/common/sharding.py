@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from scripts.common.files import atomic_write_text
+from scripts.common.hub_sources import source_paths
 from scripts.common.records import (
     SourceError,
     bucket,
@@ -144,14 +145,28 @@ def resample(lines: list[str], source: dict, seed: int) -> list[str]:
     return out
 
 
-def read_source(data: dict, index: int, cache: Path | None, used: set, workers: int = 1) -> dict:
-    """All stored lines of one source plus its counts."""
-    source, collapse = data["sources"][index], data["clean"]["normalize_whitespace"]
+def read_file_parts(data: dict, index: int, source: dict, cache: Path | None, used: set, workers: int):
+    """The parts (read_rows results) of one file (or save_to_disk folder) of a source."""
     fmt = source_format(source["path"], source["format"])
     if fmt == "jsonl":
-        parts = read_jsonl_cached(source, index, data, cache, used, workers)
-    else:
-        parts = [read_rows(iter_rows(source["path"], fmt), source, index, collapse)]
+        return read_jsonl_cached(source, index, data, cache, used, workers)
+    return [
+        read_rows(
+            iter_rows(source["path"], fmt), source, index, collapse=data["clean"]["normalize_whitespace"]
+        )
+    ]
+
+
+def read_source(
+    data: dict, index: int, cache: Path | None, used: set, workers: int = 1, resolved: dict | None = None
+) -> dict:
+    """All stored lines of one source plus its counts; a hub source (`resolved`: its
+    resolution, scripts/common/hub_sources.py) is read file by file from its snapshot."""
+    source = data["sources"][index]
+    paths = source_paths(resolved) if resolved else [source["path"]]
+    parts = []
+    for path in paths:
+        parts += read_file_parts(data, index, {**source, "path": path}, cache, used, workers)
     bad, examples = Counter(), {}
     for part in parts:
         bad.update(part["bad"])
@@ -163,14 +178,16 @@ def read_source(data: dict, index: int, cache: Path | None, used: set, workers: 
 
 
 def read_all(
-    data: dict, cache: Path | None, workers: int = 1
+    data: dict, cache: Path | None, workers: int = 1, hub: list | None = None
 ) -> tuple[list[list[str]], list[dict], Counter, dict]:
-    """Every source read and bucketed; a file-level problem under on_error skip is counted."""
+    """Every source read and bucketed; a file-level problem under on_error skip is counted.
+    `hub`: per source, its hub resolution (None for a file source)."""
     buckets = [[] for _ in range(data["num_shards"])]
     sources, bad, examples, used = [], Counter(), {}, set()
+    hub = hub or [None] * len(data["sources"])
     for index, source in enumerate(data["sources"]):
         try:
-            result = read_source(data, index, cache, used, workers)
+            result = read_source(data, index, cache, used, workers, hub[index])
         except SourceError as exc:
             if source["on_error"] == "fail" or exc.reason == "missing":
                 raise
@@ -183,8 +200,11 @@ def read_all(
             examples.setdefault(reason, []).extend(texts[: EXAMPLES - len(examples.get(reason, []))])
         summary = {k: result[k] for k in ("chunks", "cached")}
         sources.append(
-            {"path": source["path"], "records": len(result["lines"]), "bad": sum(result["bad"].values())}
+            {"path": source_label(source, hub[index]), "records": len(result["lines"])}
+            | {"bad": sum(result["bad"].values())}
         )
+        if hub[index]:
+            sources[-1]["hub"] = {k: hub[index][k] for k in ("repo", "revision", "commit", "pinned", "files")}
         sources[-1]["chunks"], sources[-1]["chunks_cached"] = summary["chunks"], summary["cached"]
     if cache:
         for stale in cache.glob("*.json"):
@@ -201,6 +221,11 @@ def shard_texts(buckets: list[list[str]]) -> list[tuple[str, str, int]]:
             text = "\n".join(sorted(lines)) + "\n"
             out.append((hashlib.sha256(text.encode()).hexdigest()[:16], text, len(lines)))
     return out
+
+
+def source_label(source: dict, resolved: dict | None) -> str:
+    """A source as the manifest names it: its path, or hf://datasets/<repo>@<commit>."""
+    return f"hf://datasets/{resolved['repo']}@{resolved['commit']}" if resolved else source["path"]
 
 
 def source_files(path: str) -> list[str]:

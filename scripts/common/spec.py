@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from scripts.common.grpo_rules import rewards_file_hashes
+from scripts.common.hub_sources import HubError, hub_key, resolve_data
 from scripts.common.spec_rules import cross_section_errors, semantic_errors
 from scripts.common.steps import reference_slice
 
@@ -371,11 +372,29 @@ def check_slice(section: str, value) -> dict:
     return value
 
 
+def _hub_key(data: dict) -> list | None:
+    try:
+        return hub_key(data)
+    except HubError as exc:
+        raise SpecError(f"data.sources[{exc.index}].hub.{exc.key}: {exc}") from None
+
+
+def check_hub_sources(path: Path, node, data: dict) -> None:
+    """Resolve the hub sources (DAG-build time, from the hub cache; see hub_sources.py) and
+    refuse one that cannot be, at its spec line."""
+    try:
+        resolve_data(data)
+    except HubError as exc:
+        where = ["data", "sources", exc.index, "hub", exc.key]
+        raise SpecError(f"{path}:{_line_of(node, where)}: {_dotted(where)}: {exc}") from None
+
+
 def artifact_keys(sections: dict, parent: dict | None = None) -> dict:
     """Content keys of the shared artifacts: a key changes exactly when its inputs' meaning does.
     `parent`: for model.from_run, the keys and method of the run it starts from (its tuned
     model is this run's base: its train key says what trained it)."""
-    data = short_hash({"data": sections["data"]})
+    hub = _hub_key(sections["data"])  # hub sources: their resolved commits and files' sha256
+    data = short_hash({"data": sections["data"]} | ({"hub": hub} if hub else {}))
     model = {"model": sections["model"], "data": data if "build" in sections["model"] else None}
     if "from_run" in sections["model"]:
         model["from"] = parent
@@ -539,6 +558,7 @@ def load_spec_file(path: str | Path) -> list[Run]:
         if cross:
             where = f"sweep value {chosen}: " if chosen else ""
             _raise_located(path, node, [(w, where + m) for w, m in cross])
+        check_hub_sources(path, node, sections["data"])
         runs.append(Run(run_name, str(path), sections, chosen))
     return runs
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from scripts.common.benchmarks import benchmark_errors
 from scripts.common.gguf_rules import gguf_errors
 from scripts.common.grpo_rules import grpo_errors
 
@@ -96,14 +97,21 @@ def semantic_errors(section: str, value: dict) -> list[str]:
                     "chosen and rejected with an optional prompt or messages (preference pairs), or "
                     f"prompt, completion and label (KTO); got {sorted(fields)}"
                 )
-            path = Path(source["path"])
+            if ("path" in source) == ("hub" in source):
+                errors.append(
+                    f"data.sources[{i}]: give either path (a file in the workflow folder) or hub "
+                    "(a dataset repo: {repo: org/name, revision: <commit sha>}), "
+                    + ("not both" if "path" in source else "neither is set")
+                )
+                continue
+            path = Path(source.get("path", ""))
             if path.is_absolute() or ".." in path.parts:
                 errors.append(
                     f"data.sources[{i}].path: {source['path']!r} must be a relative path inside "
                     "the workflow folder (copy or link the file into it)"
                 )
     if section == "evaluate":
-        errors += _evaluate_errors(value)
+        errors += _evaluate_errors(value) + benchmark_errors(value)
     if section == "tokenize":
         errors += _tokenize_errors(value)
     if section == "train":

@@ -27,12 +27,30 @@ READS = {
     "export_adapter": ["base_model", "train_model"],
     # GGUF files from the merged model, checked against it on the validation records
     "export_gguf": ["merge_model", "tokenize_shard"],
-    "model_card": ["evaluate_model", "train_model", "base_model", "shard_data", "export_gguf"],
+    # lm-eval scores of the base and of the merged model (content-keyed: a sweep shares the
+    # base's), then the run's table of both with deltas
+    "score_benchmark": ["base_model", "merge_model"],
+    "compare_benchmarks": ["score_benchmark"],
+    "model_card": [
+        "evaluate_model",
+        "train_model",
+        "base_model",
+        "shard_data",
+        "export_gguf",
+        "compare_benchmarks",
+    ],
     "export_model": ["model_card", "merge_model", "export_adapter", "export_gguf"],
     "smoke_test": ["export_model"],
     "push_to_hub": ["export_model", "smoke_test"],
 }
 STEP_ORDER = list(READS)
+# Steps whose targets are keyed per task and model, not per run: their manifests record each
+# target's own slice (scripts/common/benchmarks.py score_slice). `why` reads their spec changes
+# from the per-run step named here, whose slice is the run's list of them.
+STANDS_FOR = {"score_benchmark": "compare_benchmarks"}
+# Steps outside the table: runtime choices, keyed by nothing and read by no step (track_run logs a
+# run to the trackers in --config trackers; rules/track.smk). Their manifests have schemas too.
+RUNTIME_STEPS = ("track_run",)
 # The manifests a run's build leaves under results/runs/<run>/ (`<name>.manifest.json`); the
 # shared data, model and token manifests are found through their inputs.
 RUN_MANIFESTS = (
@@ -64,6 +82,10 @@ def export_pieces(export: dict) -> list[str]:
 
 def _part(section: dict, *keys) -> dict:
     return {k: section[k] for k in keys if k in section}
+
+
+def _without(section: dict, *keys) -> dict:
+    return {k: v for k, v in section.items() if k not in keys}
 
 
 # Sampling settings of the evaluate section: an export carries them only when evaluation sampled.
@@ -123,7 +145,10 @@ def step_slices(sections: dict) -> dict[str, tuple[str, dict]]:
         "audit_data": ("tokenize", sections["tokenize"]),
         "reference_logps": ("train", reference_slice(sections["train"])),
         "train_model": ("train", sections["train"]),
-        "evaluate_model": ("evaluate", sections["evaluate"]),
+        # benchmarks are their own steps: editing them reruns no generation
+        "evaluate_model": ("evaluate", _without(sections["evaluate"], "benchmarks")),
+        "score_benchmark": ("evaluate", _part(sections["evaluate"], "benchmarks")),
+        "compare_benchmarks": ("evaluate", _part(sections["evaluate"], "benchmarks")),
         # the export's generation_config holds the evaluated decoding: an edit to it reruns these
         "merge_model": (
             "export",
@@ -144,6 +169,10 @@ def run_steps(sections: dict) -> list[str]:
     export = sections["export"]
     pieces = export_pieces(export)
     skip = {p for p in PIECE_FOLDER if p not in pieces}
+    if sections["evaluate"].get("benchmarks"):
+        skip.discard("merge_model")  # the tuned model is scored merged, whatever the export format
+    else:
+        skip |= {"score_benchmark", "compare_benchmarks"}
     if "push_to_hub" not in export:
         skip.add("push_to_hub")
     if sections["train"].get("objective", "sft") not in REFERENCE_OBJECTIVES:

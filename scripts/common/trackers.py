@@ -1,0 +1,199 @@
+"""Experiment trackers (TensorBoard, MLflow, Weights & Biases): a runtime choice, never a spec key.
+
+`--config trackers=tensorboard,mlflow,wandb` (or `trackers:` in a profile) asks the export target
+for one `track_run` job per run and tracker, which logs post hoc what the build already wrote:
+the spec as parameters, the content keys and the run name as tags, the training curves, the
+evaluation metrics and the report files. Nothing here enters a content key, so switching a
+tracker on reruns no other step.
+
+This module is import-light (stdlib only): rules/common.smk checks the choice at DAG-build time.
+The writers are in scripts/common/tracker_writers.py.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import json
+import math
+import netrc
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+# tracker -> (the module it imports, the pinned package that provides it; see requirements.txt)
+PACKAGES = {
+    "tensorboard": ("tensorboard", "tensorboard==2.21.0"),
+    "mlflow": ("mlflow", "mlflow-skinny==3.17.2"),
+    "wandb": ("wandb", "wandb==0.31.0"),
+}
+TRACKERS = tuple(PACKAGES)
+MLFLOW_DEFAULT_STORE = "results/mlruns"
+PROJECT = "tunemake"  # MLflow experiment and W&B project unless MLFLOW_EXPERIMENT_NAME / WANDB_PROJECT
+
+
+class TrackerError(ValueError):
+    """A tracker choice that cannot run: an unknown name or a missing package (with the fix)."""
+
+
+def parse_trackers(value) -> list[str]:
+    """The trackers asked for: `a,b` (command line), a YAML list (profile), or nothing/none."""
+    if value is None or value is False:
+        return []
+    names = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    names = [n.strip().lower() for n in names if n.strip()]
+    if names == ["none"]:
+        return []
+    unknown = [n for n in names if n not in PACKAGES]
+    if unknown:
+        lines = []
+        for name in unknown:
+            guess = difflib.get_close_matches(name, TRACKERS, n=1)
+            hint = f"did you mean '{guess[0]}'?" if guess else f"choose from {', '.join(TRACKERS)}"
+            lines.append(f"unknown tracker '{name}' in config trackers: {hint}")
+        raise TrackerError("\n".join(lines))
+    return list(dict.fromkeys(names))
+
+
+def check_installed(names, find_spec=importlib.util.find_spec) -> None:
+    """Fail before any job runs when a chosen tracker's package is missing, with the pip line."""
+    missing = [PACKAGES[n] for n in names if find_spec(PACKAGES[n][0]) is None]
+    if missing:
+        pins = " ".join(pin for _, pin in missing)
+        modules = ", ".join(module for module, _ in missing)
+        raise TrackerError(
+            f"tracker package not installed: {modules}. Install it into this environment:\n"
+            f"    python -m pip install {pins}\n(or drop it from config trackers)"
+        )
+
+
+def choose_trackers(value) -> list[str]:
+    names = parse_trackers(value)
+    check_installed(names)
+    return names
+
+
+@dataclass
+class Record:
+    """What a tracker logs for one run, read from the files the build wrote."""
+
+    run: str
+    track_id: str  # stable for the same run name and content keys: a rerun replaces its run
+    params: dict[str, str]
+    tags: dict[str, str]
+    curves: list[tuple[int, str, float]]  # (step, name, value), in step order
+    evaluation: dict[str, float]  # eval/base/<metric>, eval/tuned/<metric>
+    final_step: int
+    artifacts: list[Path] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)  # name -> Markdown
+
+
+def flat_params(spec: dict) -> dict[str, str]:
+    """The spec as parameters: dotted keys (list items by index), values as text."""
+    out = {}
+
+    def walk(value, prefix):
+        if isinstance(value, dict) and value:
+            for key, sub in value.items():
+                walk(sub, f"{prefix}.{key}" if prefix else str(key))
+        elif isinstance(value, list) and value:
+            for index, sub in enumerate(value):
+                walk(sub, f"{prefix}.{index}")
+        else:
+            out[prefix] = value if isinstance(value, str) else json.dumps(value)
+
+    walk(spec, "")
+    return out
+
+
+def track_id(run: str, keys: dict) -> str:
+    """A run id derived from the run name and its content keys (W&B ids: letters, digits, -)."""
+    text = json.dumps({"run": run, "keys": keys}, sort_keys=True)
+    return "tm-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def key_tags(run: str, keys: dict, spec_file: str | None = None) -> dict[str, str]:
+    tags = {"tunemake.run": run, **{f"tunemake.key.{k}": str(v) for k, v in keys.items()}}
+    if spec_file:
+        tags["tunemake.spec_file"] = spec_file
+    return tags
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def training_curves(entries: list[dict]) -> list[tuple[int, str, float]]:
+    """(step, train/<name>, value) for every number of every log.jsonl line, in step order."""
+    points = []
+    for entry in entries:
+        for name, value in sorted(entry.items()):
+            if name != "step" and _finite(value):
+                points.append((int(entry["step"]), f"train/{name}", float(value)))
+    return sorted(points, key=lambda p: p[0])
+
+
+def evaluation_metrics(report: dict) -> dict[str, float]:
+    """eval/<model>/<metric> for every number in the report's metrics (base may be null)."""
+    out = {}
+    for model, metrics in (report.get("metrics") or {}).items():
+        for name, value in (metrics or {}).items():
+            if _finite(value):
+                out[f"eval/{model}/{name}"] = float(value)
+    return out
+
+
+def build_record(run, spec, keys, log_entries, report, artifacts, spec_file=None, texts=None) -> Record:
+    curves = training_curves(log_entries)
+    return Record(
+        run=run,
+        track_id=track_id(run, keys),
+        params=flat_params(spec),
+        tags=key_tags(run, keys, spec_file),
+        curves=curves,
+        evaluation=evaluation_metrics(report),
+        final_step=max((step for step, _, _ in curves), default=0),
+        artifacts=[Path(a) for a in artifacts],
+        texts=texts or {},
+    )
+
+
+def without_credentials(uri: str) -> str:
+    """A tracking URI fit for a manifest: user and password dropped."""
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=host))
+    return uri
+
+
+def mlflow_uri(environ=os.environ, store=MLFLOW_DEFAULT_STORE) -> str:
+    """MLFLOW_TRACKING_URI from the environment wins; else a local file store under results/."""
+    return environ.get("MLFLOW_TRACKING_URI") or Path(store).resolve().as_uri()
+
+
+def is_file_store(uri: str) -> bool:
+    """A local MLflow file store (`file:` URI or plain path; `databricks` alone is not one)."""
+    return urlsplit(uri).scheme in ("", "file") and uri != "databricks"
+
+
+def wandb_mode(environ=os.environ, has_login=None) -> str:
+    """WANDB_MODE wins; else online with an API key or a netrc login, offline without."""
+    if environ.get("WANDB_MODE"):
+        return environ["WANDB_MODE"]
+    if environ.get("WANDB_API_KEY"):
+        return "online"
+    logged_in = has_login() if has_login else netrc_login(environ)
+    return "online" if logged_in else "offline"
+
+
+def netrc_login(environ=os.environ) -> bool:
+    """Whether `wandb login` left a key for the W&B host in ~/.netrc (or $NETRC)."""
+    host = urlsplit(environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
