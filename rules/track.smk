@@ -18,6 +18,7 @@ rule track_run:
         card="results/runs/{run}/model_card.md",
         loss="results/runs/{run}/report/loss.png",
         metrics="results/runs/{run}/report/metrics.png",
+        benchmarks=run_benchmarks,
         env=ENV,
     output:
         manifest="results/runs/{run}/track/{tracker}.manifest.json",
@@ -34,7 +35,8 @@ rule track_run:
         """
         python -m scripts.track_run --tracker {wildcards.tracker:q} --run {wildcards.run:q} \
             --spec-json {params.spec:q} --keys-json {params.content_keys:q} --spec-file {params.spec_file:q} \
-            --log {input.log:q} --report {input.report:q} --out {params.out:q} \
+            --log {input.log:q} --report {input.report:q} --benchmarks {input.benchmarks:q} \
+            --out {params.out:q} \
             --artifacts {input.report:q} {input.summary:q} {input.card:q} {input.loss:q} {input.metrics:q} \
             --manifest {output.manifest:q} --environment {input.env:q} >{log:q} 2>&1
         """

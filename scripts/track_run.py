@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from scripts.common.benchmark_report import with_benchmarks
 from scripts.common.cli import fail, json_arg
 from scripts.common.files import read_json, read_jsonl
 from scripts.common.manifest import write_manifest
@@ -48,6 +49,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--spec-file", default=None, help="the spec file the run comes from (a tag)")
     parser.add_argument("--log", required=True, help="the train step's log.jsonl")
     parser.add_argument("--report", required=True, help="the evaluate step's report.json")
+    parser.add_argument(
+        "--benchmarks",
+        nargs="*",
+        default=[],
+        help="the run's benchmarks.json (lm-eval), when it has benchmarks",
+    )
     parser.add_argument("--artifacts", nargs="*", default=[], help="report files to attach")
     parser.add_argument("--out", required=True, help="results/runs/<run>/track/<tracker>")
     parser.add_argument("--manifest", required=True)
@@ -106,7 +113,8 @@ def main(argv=None) -> int:
         fail(f"the {args.tracker} tracker needs its package: python -m pip install {pin}")
     started = time.perf_counter()
     spec, keys = json_arg(args.spec_json), json_arg(args.keys_json)
-    inputs = [args.log, args.report, *args.artifacts]
+    benchmarks = [p for p in args.benchmarks if p]  # Snakemake writes an empty input list as ''
+    inputs = [args.log, args.report, *benchmarks, *args.artifacts]
     for path in inputs:
         if not Path(path).is_file():
             fail(f"{path}: not found (run `snakemake export` first; track_run reads what it wrote)")
@@ -115,8 +123,8 @@ def main(argv=None) -> int:
         spec,
         keys,
         read_jsonl(args.log),
-        read_json(args.report),
-        args.artifacts,
+        with_benchmarks(read_json(args.report), read_json(benchmarks[0]) if benchmarks else None),
+        [*args.artifacts, *benchmarks],
         spec_file=args.spec_file,
         texts=spec_texts(spec, keys),
     )

@@ -200,3 +200,23 @@ def test_benchmarks_join_the_report_metrics_for_the_table_and_plots():
     assert joined["metrics"]["base"] == {"exact_match": 0.0, "t/acc": 0.3}
     assert joined["improved"] == {"t/acc": True}
     assert with_benchmarks(report, None) is report
+
+
+@pytest.mark.slow
+def test_a_tracker_logs_the_benchmark_deltas(build):
+    """Switching TensorBoard on logs each run's benchmark scores beside its validation metrics
+    and reruns no benchmark job."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    workdir, _ = build
+    ran = jobs_run(snakemake(workdir, "export", "--config", f"specs={SPEC}", "trackers=tensorboard"))
+    assert ran["track_run"] == 2 and "score_benchmark" not in ran and "evaluate_model" not in ran, ran
+    run = RUNS[1]
+    table = json.loads((workdir / f"results/runs/{run}/benchmarks.json").read_text())
+    events = EventAccumulator(
+        str(workdir / f"results/runs/{run}/track/tensorboard"), size_guidance={"scalars": 0}
+    )
+    events.Reload()
+    for side in ("base", "tuned"):
+        logged = events.Scalars(f"eval/{side}/digit_choice/acc")[0].value
+        assert logged == pytest.approx(table["metrics"][side]["digit_choice/acc"]), side
