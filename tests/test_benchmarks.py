@@ -153,13 +153,22 @@ def test_editing_a_task_reruns_only_its_benchmark_jobs(build):
         "export",
     }
     # a spec edit of one task's settings plans only that task's scores (and the tables after them)
-    spec = yaml.safe_load((workdir / SPEC).read_text())
+    before = (workdir / SPEC).read_text()
+    spec = yaml.safe_load(before)
     spec["evaluate"]["benchmarks"][0]["limit"] = 50
     (workdir / SPEC).write_text(yaml.safe_dump(spec, sort_keys=False))
     planned = jobs_run(snakemake(workdir, "-n", "export", "--config", f"specs={SPEC}"))
     assert (
         planned["score_benchmark"] == 3 and "evaluate_model" not in planned and "train_model" not in planned
     )
+    why = snakemake(workdir, "why", "--config", f"specs={SPEC}").stdout
+    assert f"evaluate.benchmarks[0].limit: {LIMIT} -> 50" in why, why
+    reruns = [line for line in why.splitlines() if "reruns:" in line]
+    assert reruns and all(
+        "score_benchmark, compare_benchmarks" in r and "evaluate_model" not in r for r in reruns
+    )
+    (workdir / SPEC).write_text(before)  # back: its scores are still there, nothing to run
+    assert not jobs_run(snakemake(workdir, "-n", "export", "--config", f"specs={SPEC}"))
 
 
 @pytest.mark.slow
