@@ -68,11 +68,9 @@ def make_copy(lock: dict, root: Path, dest: Path) -> None:
         shutil.copy2(root / path, dest / path)
 
 
-def rebuild(lock: dict, copy: Path, steps: list[str], cores: int) -> subprocess.CompletedProcess:
-    """Snakemake in the copy, on what the lock lists for `steps`."""
-    env = dict(os.environ)
-    if code_digest(copy) == lock["code"]["sha256"] and lock["code"].get("git_commit"):
-        env["TUNEMAKE_GIT_COMMIT"] = lock["code"]["git_commit"]  # the same code: the same cards
+def rebuild_command(lock: dict, steps: list[str], cores: int) -> list[str]:
+    """Snakemake's command line in the copy: what the lock lists for `steps`, for the locked
+    runs' spec files wherever they lie (examples/ too), and only those."""
     # `data` (every run's tokens and audit: the per-shard steps hang off a checkpoint, so their
     # manifests cannot be asked for directly), then each run's own manifests of the steps checked
     # (the data sources' step alone: its manifests, the checkpoint's outputs, are enough)
@@ -82,13 +80,18 @@ def rebuild(lock: dict, copy: Path, steps: list[str], cores: int) -> subprocess.
         targets = ["data"] + sorted(
             p for p, a in lock["artifacts"].items() if a["step"] in steps and p.startswith("results/runs/")
         )
+    specs = ",".join(sorted({run["spec"] for run in lock["runs"].values()}))
+    return [sys.executable, "-m", "snakemake", "--cores", str(cores), *targets, "--config", f"specs={specs}"]
+
+
+def rebuild(lock: dict, copy: Path, steps: list[str], cores: int) -> subprocess.CompletedProcess:
+    """Snakemake in the copy, on what the lock lists for `steps`."""
+    env = dict(os.environ)
+    if code_digest(copy) == lock["code"]["sha256"] and lock["code"].get("git_commit"):
+        env["TUNEMAKE_GIT_COMMIT"] = lock["code"]["git_commit"]  # the same code: the same cards
     with open(copy / "verify.log", "w") as log:
         return subprocess.run(
-            [sys.executable, "-m", "snakemake", "--cores", str(cores), *targets],
-            cwd=copy,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            rebuild_command(lock, steps, cores), cwd=copy, env=env, stdout=log, stderr=subprocess.STDOUT
         )
 
 

@@ -146,3 +146,40 @@ def test_the_archive_unpacks_elsewhere_and_verifies_there(locked, tmp_path):
     assert proc.returncode == 0, output[-4000:]
     assert "verify: OK: 18 files of 4 steps match the lock" in output
     assert not (unpacked / "results" / "runs").exists(), "verify trained in the archive's folder"
+
+
+def test_verify_rebuilds_the_locked_runs_wherever_their_spec_files_lie():
+    """A run locked from examples/ (make demo-bench) is rebuilt from that file in the clean copy,
+    not from specs/ (where the copy has no such run)."""
+    from scripts.verify import rebuild_command
+
+    lock = {
+        "runs": {
+            "demo_benchmarks": {"spec": "examples/demo_benchmarks.yaml"},
+            "demo": {"spec": "specs/demo.yaml"},
+        },
+        "artifacts": {"results/runs/demo/train.manifest.json": {"step": "train_model"}},
+    }
+    command = rebuild_command(lock, ["train_model"], 2)
+    assert command[-2:] == ["--config", "specs=examples/demo_benchmarks.yaml,specs/demo.yaml"]
+    assert "results/runs/demo/train.manifest.json" in command and "data" in command
+
+
+def test_a_saved_tokenizer_is_the_same_online_and_offline(demo_build, tmp_path):
+    """A build made with the network and its verify without it write the same tokenizer bytes:
+    transformers would record local_files_only (HF_HUB_OFFLINE) in tokenizer_config.json."""
+    import subprocess
+    import sys
+
+    model = next((demo_build / "results/models").glob("*/model"))
+    code = (
+        "import sys; from scripts.common.modeling import load_tokenizer; "
+        "load_tokenizer(sys.argv[1]).save_pretrained(sys.argv[2])"
+    )
+    saved = []
+    for offline in ("0", "1"):
+        out = tmp_path / offline
+        env = dict(os.environ, HF_HUB_OFFLINE=offline, PYTHONPATH=str(REPO))
+        subprocess.run([sys.executable, "-c", code, str(model), str(out)], env=env, check=True, timeout=120)
+        saved.append((out / "tokenizer_config.json").read_bytes())
+    assert saved[0] == saved[1], saved

@@ -103,6 +103,10 @@ def load_tokenizer(model_dir: str | Path, padding_side: str = "right"):
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     tokenizer.padding_side = padding_side
+    # transformers records how the files were found (local_files_only follows HF_HUB_OFFLINE) and
+    # save_pretrained writes it into tokenizer_config.json: a build online and its verify offline
+    # would differ by that byte. It says nothing about the tokenizer: not saved.
+    tokenizer.init_kwargs.pop("local_files_only", None)
     return tokenizer
 
 
