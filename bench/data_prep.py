@@ -6,10 +6,14 @@ before the clock starts), in the same run:
 - `prep_vs_datasets_map`: records/s of `snakemake data` (reading, cleaning, sharding,
   tokenizing, auditing) over records/s of `datasets.load_dataset("json")` +
   `Dataset.map(batched=True, num_proc=2)` tokenizing the same records (target >= 1.0);
-- `edit_one_record_vs_full`: wall time of the rerun after editing one record over the full
-  preparation (target <= 0.10).
+- `edit_vs_noop`: wall time of the rerun after editing one record over a no-op `snakemake data`
+  on the same workflow (target <= 3.0);
+- `edit_one_record_vs_full`: the same rerun over the full preparation.
+It also prints where the time went (the manifests' timings and the Snakemake benchmark files,
+summed per step) for the full build and for the edit rerun, and `tunemake_edit_s`, which
+`edit_growth` compares across sizes (the edit at 4M records over the edit at 1M, target <= 1.3):
 
-    python bench/data_prep.py [--records 1000000] [--shards 32]
+    python bench/data_prep.py [--records 1000000] [--shards N] [--edit-baseline S]
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.workflow_fixtures import copy_workflow, jobs_run, snakemake  # noqa: E402
 
+# Records per shard held constant across sizes, so an edit's shard costs the same at 1M and 4M.
+RECORDS_PER_SHARD = 31_250
 WORDS = "zero one two three four five six seven eight nine".split()
 
 
@@ -97,11 +103,41 @@ def edit_one_line(path: Path) -> None:
     path.write_text("".join(lines))
 
 
+def step_seconds(workdir: Path, since: float = 0.0) -> dict:
+    """Per data step: jobs, summed wall seconds (Snakemake benchmark files: process start
+    included) and summed manifest timings (the script's own work), of files written after
+    `since` (a time.time())."""
+    out = {}
+    for tsv in sorted((workdir / "benchmarks").rglob("*.tsv")):
+        if tsv.stat().st_mtime < since:
+            continue
+        step = tsv.stem if tsv.parents[1].name in ("data", "tokens", "benchmarks") else tsv.parent.name
+        entry = out.setdefault(step, {"jobs": 0, "wall_s": 0.0})
+        entry["jobs"] += 1
+        entry["wall_s"] = round(entry["wall_s"] + float(tsv.read_text().splitlines()[1].split("\t")[0]), 2)
+    for manifest in (workdir / "results").rglob("*manifest.json"):
+        if manifest.stat().st_mtime < since:
+            continue
+        body = json.loads(manifest.read_text())
+        if body.get("step") in out or body.get("step") == "audit_data":
+            entry = out.setdefault(body["step"], {"jobs": 0, "wall_s": 0.0})
+            for name, value in body.get("timings", {}).items():
+                entry[name] = round(entry.get(name, 0.0) + value, 2)
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--shards", type=int, default=32)
+    parser.add_argument(
+        "--shards", type=int, help=f"data.num_shards (default: one per {RECORDS_PER_SHARD} records)"
+    )
+    parser.add_argument(
+        "--edit-baseline", type=float, help="tunemake_edit_s at 1M records: prints edit_growth"
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip datasets.map (for edit_growth)")
     args = parser.parse_args(argv)
+    args.shards = args.shards or max(1, round(args.records / RECORDS_PER_SHARD))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = copy_workflow(Path(tmp) / "wf")
@@ -111,19 +147,33 @@ def main(argv=None):
         build_tiny_model(workdir / "models/tiny", [f"{r['prompt']} {r['completion']}" for r in sample])
         write_spec(workdir, args.shards)
         snakemake(workdir, "data", "--until", "base_model")  # environment + tokenizer check: not data prep
-        start = time.perf_counter()
-        ran = jobs_run(snakemake(workdir, "data"))
+        start, wall = time.perf_counter(), time.time()
+        ran = jobs_run(snakemake(workdir, "data", timeout=7200))
         full = time.perf_counter() - start
+        full_steps = step_seconds(workdir, since=wall)
         edit_one_line(source)
-        start = time.perf_counter()
+        start, wall = time.perf_counter(), time.time()
         rerun_jobs = jobs_run(snakemake(workdir, "data"))
         rerun = time.perf_counter() - start
-        baseline = datasets_map_seconds(source, workdir / "models/tiny", Path(tmp) / "hf-cache")
+        edit_steps = step_seconds(workdir, since=wall)
+        start = time.perf_counter()
+        snakemake(workdir, "data")
+        noop = time.perf_counter() - start
+        if args.no_baseline:
+            baseline = float("nan")
+        else:
+            baseline = datasets_map_seconds(source, workdir / "models/tiny", Path(tmp) / "hf-cache")
     print(f"records: {args.records}  shards: {args.shards}")
     print(f"jobs full: {dict(ran)}  jobs after one edit: {dict(rerun_jobs)}")
-    print(f"tunemake_full_s: {full:.2f}  tunemake_edit_s: {rerun:.2f}  datasets_map_s: {baseline:.2f}")
+    print(f"full build, per step: {full_steps}")
+    print(f"edit rerun, per step: {edit_steps}")
+    print(f"tunemake_full_s: {full:.2f}  tunemake_edit_s: {rerun:.2f}  noop_s: {noop:.2f}")
+    print(f"datasets_map_s: {baseline:.2f}")
     print(f"prep_vs_datasets_map: {baseline / full:.2f}")
+    print(f"edit_vs_noop: {rerun / noop:.2f}")
     print(f"edit_one_record_vs_full: {rerun / full:.3f}")
+    if args.edit_baseline:
+        print(f"edit_growth: {rerun / args.edit_baseline:.2f}")
 
 
 if __name__ == "__main__":

@@ -223,6 +223,12 @@ def tokenize_inputs(wildcards):
     return inputs
 
 
+def tokenize_previous(wildcards):
+    """shard_data's map of rebuilt shards to the shards they replaced (a fixed path per
+    data key: a param that never reruns a job); tokenize_shard reuses their rows."""
+    return f"results/data/{TOKENS[wildcards.tkey][1]}/cache/previous.json"
+
+
 def tokens_of(dkey, tkey):
     return [f"results/tokens/{tkey}/{h}.parquet" for h in shard_hashes(dkey)]
 

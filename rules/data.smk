@@ -65,11 +65,12 @@ rule tokenize_shard:
         CONDA_ENV
     params:
         spec=tokenize_json,
+        previous=tokenize_previous,
     shell:
         """
         python -m scripts.tokenize_shard --spec-json {params.spec:q} --input {input.records:q} \
             --tokenizer {input.model:q} --out {output.tokens:q} --manifest {output.manifest:q} \
-            --environment {input.env:q} >{log:q} 2>&1
+            --previous {params.previous:q} --environment {input.env:q} >{log:q} 2>&1
         """
 
 

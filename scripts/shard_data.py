@@ -5,7 +5,7 @@ content is new (so unchanged shards keep their timestamps and are not rebuilt do
 and a manifest listing the current shards; removes the raw and cleaned shards it no longer
 names, and writes the bounded sample a built model's tokenizer trains on. JSONL sources are read in content-defined chunks
 whose results are cached under `--cache-dir`, so a rerun after editing one record parses one
-chunk, not the whole source.
+chunk and rebuilds only the shards that chunk's records fall in (scripts/common/shard_state.py).
 
     python -m scripts.shard_data --spec-json "$(cat data.json)" --shard-dir results/data/KEY/raw \
         --manifest results/data/KEY/raw.manifest.json --cache-dir results/data/KEY/cache
@@ -25,6 +25,7 @@ from scripts.common.files import atomic_write_text, sha256_file
 from scripts.common.hub_sources import HubError, resolve_data, source_paths
 from scripts.common.manifest import write_manifest
 from scripts.common.records import SourceError
+from scripts.common.shard_state import applies, forget, incremental_shards, keep_replaced, merged_lines
 from scripts.common.sharding import read_all, shard_texts, source_files, tokenizer_sample
 from scripts.common.spec import SpecError, check_slice
 
@@ -53,16 +54,27 @@ def main(argv=None):
         if cache:
             cache.mkdir(parents=True, exist_ok=True)
         hub = json_arg(args.hub_json) if args.hub_json else resolve_data(data)
-        buckets, sources, bad, examples = read_all(data, cache, args.workers, hub)
+        shard_dir = Path(args.shard_dir)
+        fast = (
+            incremental_shards(data, cache, shard_dir, args.workers) if cache and applies(data, hub) else None
+        )
+        replaced = set()
+        if fast:
+            shard_list, sources, bad, examples, save, replaced = fast
+        else:
+            if cache:
+                forget(cache)
+            buckets, sources, bad, examples = read_all(data, cache, args.workers, hub)
+            shard_list, save = shard_texts(buckets), None
     except HubError as exc:
         fail(f"data.sources[{exc.index}].hub.{exc.key}: {exc}")
     except (SpecError, SourceError) as exc:
         fail(f"{exc}\n(set on_error: skip on the source to drop and count bad records instead)")
     read_s = time.perf_counter() - start
-    shard_dir, shards, written = Path(args.shard_dir), [], 0
-    for digest, text, count in shard_texts(buckets):
+    shards, written = [], 0
+    for digest, text, count in shard_list:
         path = shard_dir / f"{digest}.jsonl"
-        if not path.exists():  # content-named: an existing file already holds these bytes
+        if text is not None and not path.exists():  # content-named: an existing file holds these bytes
             atomic_write_text(path, text)
             written += 1
         shards.append({"hash": digest, "records": count, "path": str(path)})
@@ -70,7 +82,10 @@ def main(argv=None):
     for source, paths in zip(sources, files):
         source["sha256"] = hashlib.sha256("".join(sha256_file(f) for f in paths).encode()).hexdigest()
     if args.tokenizer_sample:
-        atomic_write_text(args.tokenizer_sample, tokenizer_sample(buckets, data))
+        lines = merged_lines(shard_dir, shard_list) if fast else None
+        atomic_write_text(args.tokenizer_sample, tokenizer_sample(None if fast else buckets, data, lines))
+    if save:
+        save()
     write_manifest(
         args.manifest,
         "shard_data",
@@ -86,6 +101,8 @@ def main(argv=None):
         timings={"read": read_s, "total": time.perf_counter() - start},
         environment=args.environment,
     )
+    if cache:
+        keep_replaced(cache, shard_dir.parent / "clean", replaced)
     removed = remove_stale_shards(shard_dir, {s["hash"] for s in shards})
     print(
         f"{len(shards)} shards, {written} new, {removed} old files removed; bad records {dict(bad)}",

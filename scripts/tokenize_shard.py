@@ -6,7 +6,10 @@ the chat template and tokenized span by span (special tokens come from the templ
 `prompt_length` (the rendered generation prompt of the last assistant turn) is a token
 boundary. Every text of the shard goes through one batched call of the Rust tokenizer. A chat
 template that fails or runs past its budget ends the step naming the template (inline, its file
-or the tokenizer's), the record (line in the shard and id) and the reason.
+or the tokenizer's), the record (line in the shard and id) and the reason. With `--previous`
+(shard_data's map of rebuilt shards to the ones they replace), the rows of unchanged records
+come from the replaced shard's tokens (scripts/common/token_reuse.py): an edit tokenizes what
+it changed.
 
     python -m scripts.tokenize_shard --spec-json "$(cat tokenize.json)" --input clean/SHA.jsonl \
         --tokenizer results/models/KEY/model --out tokens/SHA.parquet --manifest tokens/SHA.manifest.json
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import os
 import sys
 import time
 from collections import Counter
@@ -24,9 +29,15 @@ from pathlib import Path
 from scripts.common.audit import audit
 from scripts.common.chat import TemplateError, chat_segments, compile_template, load_tokenizer_files
 from scripts.common.cli import fail, json_arg
-from scripts.common.files import read_jsonl
 from scripts.common.manifest import write_manifest
 from scripts.common.spec import SpecError, check_slice
+from scripts.common.token_arrays import (
+    assemble_arrays,
+    prompt_completion_columns,
+    token_table,
+    write_parquet,
+)
+from scripts.common.token_reuse import merge_rows, previous_files, reuse_plan
 
 IGNORE = -100
 COLUMNS = ("id", "split", "input_ids", "labels", "prompt_length", "prompt", "reference")
@@ -127,16 +138,22 @@ def tokenize_records(
     template_name: str = "the chat template",
 ):
     """Columns for the parquet table plus counts (dropped or truncated overlong examples)."""
-    template = compile_template(template_source, template_name) if template_source else None
-    plans = plan_records(records, tok, template, tokenizer.special)
     eos_id = tokenizer.ids["eos_token"]
     eos = [eos_id] if tok["add_eos"] and eos_id is not None else []
+    if records and all(
+        "completion" in r and "label" not in r and isinstance(r["prompt"], str) for r in records
+    ):
+        return prompt_completion_columns(records, tokenizer, tok, eos)
+    template = compile_template(template_source, template_name) if template_source else None
+    plans = plan_records(records, tok, template, tokenizer.special)
     pairs = bool(records) and "chosen" in records[0]
     labelled = bool(records) and "label" in records[0]
     extra = (PAIR_COLUMNS if pairs else ()) + (LABEL_COLUMNS if labelled else ())
     columns = {name: [] for name in COLUMNS + extra}
     dropped, truncated, limit = Counter(), 0, tok["max_length"]
     flat = [side for record_plans in plans for side in record_plans]
+    if not pairs and not labelled:  # one sequence per record: numpy assembly, same rows
+        return array_columns(records, flat, encode_all(flat, tokenizer), eos, tok)
     encoded = iter(encode_all(flat, tokenizer))
     for line, (record, record_plans) in enumerate(zip(records, plans), start=1):
         seqs = []
@@ -170,33 +187,49 @@ def tokenize_records(
     return columns, dropped, truncated
 
 
+def array_columns(records: list[dict], plans: list, encoded: list, eos: list[int], tok: dict):
+    """tokenize_records' result for records of one sequence each, assembled by token_arrays."""
+    eos_for = [[] if "messages" in record else eos for record in records]
+    ids, labels, prompt_length, kept, dropped, truncated = assemble_arrays(plans, encoded, eos_for, tok)
+    columns = {"id": [], "split": [], "input_ids": ids, "labels": labels, "prompt_length": prompt_length}
+    columns |= {"prompt": [], "reference": []}
+    for i in kept.tolist():
+        record, plan = records[i], plans[i]
+        columns["id"].append(record["id"])
+        columns["split"].append(record["split"])
+        columns["prompt"].append(plan[1])
+        columns["reference"].append(plan[2])
+    return columns, dropped, truncated
+
+
 def plan_source(record: dict) -> dict:
     """The record whose shape decides EOS handling (a pair's prompt decides for both sides)."""
     return {"messages": record["prompt"]} if isinstance(record.get("prompt"), list) else record
 
 
-def write_parquet(columns: dict, path: str):
-    """Write the token table atomically; returns it (the audit reads it next)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def tokenize_shard(args, tok: dict, tokenizer, source, name):
+    """(token table, dropped, truncated, rows reused): rows of unchanged records come from the
+    previous version of the shard where there is one (scripts/common/token_reuse.py)."""
+    with open(args.input, encoding="utf-8") as handle:
+        lines = [line for line in handle.read().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    previous = previous_files(args.previous, args.input, args.out)
+    if previous:
+        old, plan = reuse_plan(lines, records, *previous, tok)
+        fresh = [record for record, row in zip(records, plan) if row < 0]
+        try:
+            columns, dropped, truncated = tokenize_records(fresh, tokenizer, tok, source, name)
+        except TemplateError:
+            columns = None  # tokenized whole below, so the message names the record's own line
+        table = merge_rows(old, token_table(columns), plan, columns["id"], records) if columns else None
+        if table is not None:
+            return table, dropped, truncated, len(records) - len(fresh)
+    columns, dropped, truncated = tokenize_records(records, tokenizer, tok, source, name)
+    return token_table(columns), dropped, truncated, 0
 
-    from scripts.common.files import atomic_write_bytes
 
-    ids = pa.list_(pa.int32())
-    types = {
-        "input_ids": ids,
-        "labels": ids,
-        "rejected_ids": ids,
-        "prompt_length": pa.int32(),
-        "label": pa.bool_(),
-    }
-    table = pa.table(
-        {name: pa.array(values, type=types.get(name, pa.string())) for name, values in columns.items()}
-    )
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
-    return table
+def flat_values(table, column: str):
+    return table.column(column).combine_chunks().flatten().to_numpy()
 
 
 def parse_args(argv):
@@ -206,28 +239,34 @@ def parse_args(argv):
     parser.add_argument("--tokenizer", required=True, help="the base model folder")
     parser.add_argument("--out", required=True)
     parser.add_argument("--manifest", required=True)
+    parser.add_argument(
+        "--previous", help="JSON map shard -> the shard its bucket held before (rows are reused from it)"
+    )
     parser.add_argument("--environment")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    # Snakemake gives each job one core: the tokenizer's own threads only compete with the other
+    # jobs (a third more CPU time for the same ids).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     start = time.perf_counter()
     try:
         tok = check_slice("tokenize", json_arg(args.spec_json))
         tokenizer = load_tokenizer_files(args.tokenizer)
         source, name = template_text(tok, tokenizer)
-        columns, dropped, truncated = tokenize_records(read_jsonl(args.input), tokenizer, tok, source, name)
+        table, dropped, truncated, reused = tokenize_shard(args, tok, tokenizer, source, name)
     except RecordError as exc:
         fail(f"{args.input}:{exc}")
     except (SpecError, TemplateError, OSError) as exc:
         fail(f"{args.input}: {exc}")
-    table = write_parquet(columns, args.out)
+    write_parquet(table, args.out)
     eos_id = tokenizer.ids["eos_token"]
     failed, where = audit(table, eos_id, tok["max_length"])
     template_sha = hashlib.sha256(source.encode()).hexdigest() if source else None
-    rows = len(columns["id"])
-    train = sum(split == "train" for split in columns["split"])
+    rows = len(table)
+    train = table.column("split").to_pylist().count("train")
     inputs = [args.input, f"{args.tokenizer}/tokenizer.json"]
     write_manifest(
         args.manifest,
@@ -239,8 +278,8 @@ def main(argv=None):
             "examples": rows,
             "train": train,
             "validation": rows - train,
-            "tokens": sum(map(len, columns["input_ids"])),
-            "label_tokens": sum(len(labels) - labels.count(IGNORE) for labels in columns["labels"]),
+            "tokens": len(flat_values(table, "input_ids")),
+            "label_tokens": int((flat_values(table, "labels") != IGNORE).sum()),
             "dropped": dict(dropped),
             "truncated": truncated,
         },
@@ -252,7 +291,9 @@ def main(argv=None):
         timings={"total": time.perf_counter() - start},
         environment=args.environment,
     )
-    print(f"{rows} examples; dropped {dict(dropped)}; truncated {truncated}", file=sys.stderr)
+    print(
+        f"{rows} examples ({reused} reused); dropped {dict(dropped)}; truncated {truncated}", file=sys.stderr
+    )
 
 
 if __name__ == "__main__":

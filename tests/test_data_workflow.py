@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 import yaml
@@ -111,3 +112,53 @@ def test_sweep_tokenizes_once_and_edits_rebuild_only_their_shards(big):
     assert source["records"] == RECORDS
 
     assert not jobs_run(snakemake(big, "data"))  # and nothing left to do
+
+
+def current_files(workdir) -> dict:
+    """sha256 of the data a build holds: raw and cleaned shards, the tokenizer sample and the
+    token shards the shard manifest names (old token shards may stay beside them)."""
+    import hashlib
+
+    manifest = next((workdir / "results/data").glob("*/raw.manifest.json"))
+    shards = [s["hash"] for s in json.loads(manifest.read_text())["details"]["shards"]]
+    paths = [manifest.parent / "tokenizer_sample.jsonl"]
+    paths += [manifest.parent / folder / f"{h}.jsonl" for folder in ("raw", "clean") for h in shards]
+    paths += [p for h in shards for p in (workdir / "results/tokens").glob(f"*/{h}.parquet")]
+    return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def test_edits_rebuild_the_bytes_of_a_fresh_build(tmp_path):
+    """Chunks parsed again, shards rebuilt from the old ones, token rows reused from the old
+    token shards: after edits, the data is byte for byte what a fresh build writes."""
+    builds = []
+    for name in ("edited", "fresh"):
+        workdir = copy_workflow(tmp_path / name)
+        lines = write_source(workdir / "data/big/records.jsonl", 20_000)
+        build_local_model(workdir / "models/tiny", [json.loads(line)["completion"] for line in lines[:2000]])
+        spec = yaml.safe_load((workdir / "specs/demo.yaml").read_text())
+        spec["model"] = {"path": "models/tiny"}
+        spec["data"] = {
+            "sources": [
+                {"path": "data/big/records.jsonl", "fields": {"prompt": "prompt", "completion": "completion"}}
+            ],
+            "num_shards": 4,
+        }
+        (workdir / "specs/demo.yaml").unlink()
+        (workdir / "specs/big.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        builds.append(workdir)
+    edited, fresh = builds
+    jobs_run(snakemake(edited, "data"))
+
+    def change(lines):
+        lines[9_000] = lines[9_000].replace('"Spell ', '"Spell 0')
+        lines.insert(15_000, lines[3])  # an exact duplicate
+        lines.append(json.dumps({"prompt": "Spell 7:", "completion": "seven"}))
+        del lines[123]
+
+    rewrite(edited, change)
+    ran = jobs_run(snakemake(edited, "data"))
+    logs = "".join(p.read_text() for p in (edited / "logs/tokens").rglob("tokenize_shard/*.log"))
+    assert ran["tokenize_shard"] <= 4 and max(map(int, re.findall(r"\((\d+) reused\)", logs))) > 1000
+    rewrite(fresh, change)
+    jobs_run(snakemake(fresh, "data"))
+    assert current_files(edited) == current_files(fresh)

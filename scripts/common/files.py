@@ -67,8 +67,11 @@ def atomic_write_json(path: str | Path, value) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+_JSONL_ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode  # json.dumps's bytes, one encoder
+
+
 def jsonl_text(records) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
+    return "".join(_JSONL_ENCODE(r) + "\n" for r in records)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -250,10 +250,12 @@ def tokenizer_text(record: dict) -> str:
     return f"{record['prompt']} {record['completion']}"
 
 
-def tokenizer_sample(buckets: list[list[str]], data: dict) -> str:
-    """JSONL of {"id", "text"}: the training records with the smallest ids (bounded, see above)."""
+def tokenizer_sample(buckets: list[list[str]], data: dict, lines=None) -> str:
+    """JSONL of {"id", "text"}: the training records with the smallest ids (bounded, see above);
+    `lines`: every stored line in order, when the buckets are not at hand."""
     out, size, last = [], 0, None
-    for line in heapq.merge(*(sorted(b) for b in buckets)):  # stored lines start with the id
+    lines = heapq.merge(*(sorted(b) for b in buckets)) if lines is None else lines
+    for line in lines:  # stored lines start with the id
         record = json.loads(line)
         if record["id"] == last or split_of(record, data) != "train":
             continue
