@@ -213,7 +213,8 @@ def benchmarks_markdown(benchmarks: dict | None) -> str:
     return f"\n\n### Benchmarks (lm-evaluation-harness {benchmarks['harness']}, base against tuned)\n\n{table.strip()}"
 
 
-def gguf_manifest(paths: list[str]) -> dict | None:
+def optional_json(paths: list[str]) -> dict | None:
+    """The one file of an optional input (the GGUF manifest, the benchmark table), or None."""
     paths = [p for p in paths if p]  # Snakemake quotes an empty input list as ''
     return read_json(paths[0]) if paths else None
 
@@ -250,8 +251,8 @@ def main(argv=None):
         read_json(args.train_manifest),
         read_json(args.base_manifest),
         read_json(args.data_manifest),
-        gguf_manifest(args.gguf_manifest),
-        gguf_manifest(args.benchmarks),
+        optional_json(args.gguf_manifest),
+        optional_json(args.benchmarks),
     )
     atomic_write_text(args.out, text)
     write_manifest(

@@ -121,10 +121,6 @@ def task_name(task: str) -> str:
     return read_task_yaml(task)["task"] if is_local(task) else task
 
 
-def short_hash(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def score_slice(entry: dict, model: dict, threads: int) -> dict:
     """Everything one score target depends on: the JSON its job reads, and its key's input."""
     return {
