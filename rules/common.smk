@@ -211,10 +211,15 @@ def tokenize_json(wildcards):
     return slice_file(TOKENS[wildcards.tkey][0])
 
 
+def tokenize_data_json(wildcards):
+    """The data section of the shard's data key: tokenize_shard cleans the raw shard with it."""
+    return slice_file(DATA[TOKENS[wildcards.tkey][1]])
+
+
 def tokenize_inputs(wildcards):
     tokenize, dkey, mkey = TOKENS[wildcards.tkey]
     inputs = {
-        "records": f"results/data/{dkey}/clean/{wildcards.shard}.jsonl",
+        "records": f"results/data/{dkey}/raw/{wildcards.shard}.jsonl",
         "model": f"results/models/{mkey}/model",
     }
     # the template file's text is in the key too; as an input, a missing file is reported clearly

@@ -27,29 +27,6 @@ checkpoint shard_data:
         """
 
 
-rule clean_shard:
-    input:
-        shard="results/data/{dkey}/raw/{shard}.jsonl",
-        env=ENV,
-    output:
-        records="results/data/{dkey}/clean/{shard}.jsonl",
-        manifest="results/data/{dkey}/clean/{shard}.manifest.json",
-    log:
-        "logs/data/{dkey}/clean_shard/{shard}.log",
-    benchmark:
-        "benchmarks/data/{dkey}/clean_shard/{shard}.tsv"
-    conda:
-        CONDA_ENV
-    params:
-        spec=data_json,
-    shell:
-        """
-        python -m scripts.clean_shard --spec-json {params.spec:q} --input {input.shard:q} \
-            --out {output.records:q} --manifest {output.manifest:q} \
-            --environment {input.env:q} >{log:q} 2>&1
-        """
-
-
 rule tokenize_shard:
     input:
         unpack(tokenize_inputs),
@@ -65,10 +42,12 @@ rule tokenize_shard:
         CONDA_ENV
     params:
         spec=tokenize_json,
+        data=tokenize_data_json,
         previous=tokenize_previous,
     shell:
         """
-        python -m scripts.tokenize_shard --spec-json {params.spec:q} --input {input.records:q} \
+        python -m scripts.tokenize_shard --spec-json {params.spec:q} --data-json {params.data:q} \
+            --input {input.records:q} \
             --tokenizer {input.model:q} --out {output.tokens:q} --manifest {output.manifest:q} \
             --previous {params.previous:q} --environment {input.env:q} >{log:q} 2>&1
         """

@@ -27,6 +27,7 @@ from scripts.common.cli import fail, json_arg, path_list
 from scripts.common.files import atomic_write_text, read_json
 from scripts.common.manifest import write_manifest
 from scripts.common.spec import SpecError, check_slice
+from scripts.common.token_arrays import without_pandas
 
 MASK_OPEN, MASK_CLOSE = "⟪", "⟫"
 
@@ -161,4 +162,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    without_pandas()  # this process only (not a test importing main)
     main()

@@ -102,7 +102,7 @@ def main(argv=None):
         environment=args.environment,
     )
     if cache:
-        keep_replaced(cache, shard_dir.parent / "clean", replaced)
+        keep_replaced(cache, shard_dir, replaced)
     removed = remove_stale_shards(shard_dir, {s["hash"] for s in shards})
     print(
         f"{len(shards)} shards, {written} new, {removed} old files removed; bad records {dict(bad)}",

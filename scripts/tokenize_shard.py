@@ -1,5 +1,9 @@
-"""Tokenize one cleaned shard into a parquet of input_ids and labels (masked spans are -100).
+"""Clean one shard and tokenize it into a parquet of input_ids and labels (masked spans are -100).
 
+With `--data-json` (the data section), the input is a raw shard of shard_data: its records are
+cleaned first (empty, too short, too long and duplicate records dropped and counted by reason,
+each kept record given its split; scripts/common/cleaning.py), in the same process, so a shard
+costs one job. Without it, the records are taken as they are (each with its split).
 Text: trained whole. Prompt/completion: the prompt is tokenized with the tokenizer's special
 tokens (BOS), the completion without; EOS is appended and kept as a label. Chat: rendered with
 the chat template and tokenized span by span (special tokens come from the template), so
@@ -11,8 +15,8 @@ or the tokenizer's), the record (line in the shard and id) and the reason. With 
 come from the replaced shard's tokens (scripts/common/token_reuse.py): an edit tokenizes what
 it changed.
 
-    python -m scripts.tokenize_shard --spec-json "$(cat tokenize.json)" --input clean/SHA.jsonl \
-        --tokenizer results/models/KEY/model --out tokens/SHA.parquet --manifest tokens/SHA.manifest.json
+    python -m scripts.tokenize_shard --spec-json "$(cat tokenize.json)" --data-json "$(cat data.json)" \
+        --input raw/SHA.jsonl --tokenizer results/models/KEY/model --out tokens/SHA.parquet --manifest tokens/SHA.manifest.json
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 
 from scripts.common.audit import audit
 from scripts.common.chat import TemplateError, chat_segments, compile_template, load_tokenizer_files
+from scripts.common.cleaning import clean_records
 from scripts.common.cli import fail, json_arg
 from scripts.common.manifest import write_manifest
 from scripts.common.spec import SpecError, check_slice
@@ -35,6 +40,7 @@ from scripts.common.token_arrays import (
     assemble_arrays,
     prompt_completion_columns,
     token_table,
+    without_pandas,
     write_parquet,
 )
 from scripts.common.token_reuse import merge_rows, previous_files, reuse_plan
@@ -64,6 +70,12 @@ class RecordError(TemplateError):
 
     def __init__(self, line: int, record: dict, exc: Exception):
         super().__init__(f"{line}: record {record.get('id')}: {exc}")
+        self.line, self.record, self.reason = line, record, exc
+
+    def in_file(self, numbers: list[int]) -> RecordError:
+        """The same error with the line numbered in the shard's file (`numbers`: the file line
+        of each record tokenized, which cleaning made a subset of the file's)."""
+        return RecordError(numbers[self.line - 1], self.record, self.reason)
 
 
 def plan_record(record: dict, tok: dict, template, special: dict):
@@ -207,25 +219,52 @@ def plan_source(record: dict) -> dict:
     return {"messages": record["prompt"]} if isinstance(record.get("prompt"), list) else record
 
 
-def tokenize_shard(args, tok: dict, tokenizer, source, name):
-    """(token table, dropped, truncated, rows reused): rows of unchanged records come from the
-    previous version of the shard where there is one (scripts/common/token_reuse.py)."""
-    with open(args.input, encoding="utf-8") as handle:
-        lines = [line for line in handle.read().splitlines() if line.strip()]
+def read_lines(path: str) -> tuple[list[str], list[int]]:
+    """The shard's non-blank lines and their line numbers in the file."""
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    numbers = [n for n, line in enumerate(lines, start=1) if line.strip()]
+    return [lines[n - 1] for n in numbers], numbers
+
+
+def parse_and_clean(lines: list[str], numbers: list[int], data: dict | None):
+    """(lines, records, line numbers, cleaning drops, drop examples) of the kept records; with
+    no data section every record is kept as it is."""
     records = [json.loads(line) for line in lines]
+    if data is None:
+        return lines, records, numbers, Counter(), {}
+    kept_at, kept, dropped, examples = clean_records(records, data)
+    return [lines[i] for i in kept_at], kept, [numbers[i] for i in kept_at], dropped, examples
+
+
+def tokenize_whole(lines, numbers, data, tok, tokenizer, source, name):
+    """(token table, drops by reason, drop examples, truncated) of every record of the shard."""
+    lines, records, numbers, cleaned, examples = parse_and_clean(lines, numbers, data)
+    try:
+        columns, dropped, truncated = tokenize_records(records, tokenizer, tok, source, name)
+    except RecordError as exc:
+        raise exc.in_file(numbers) from None
+    return token_table(columns), cleaned + dropped, examples, truncated
+
+
+def tokenize_reusing(args, lines, data, tok, tokenizer, source, name):
+    """tokenize_whole's result plus the rows reused, where the shard replaces an earlier version
+    (scripts/common/token_reuse.py): its unchanged lines are neither parsed nor tokenized again.
+    None: no earlier version, or a record fails (tokenized whole, so the message names its line)."""
     previous = previous_files(args.previous, args.input, args.out)
-    if previous:
-        old, plan = reuse_plan(lines, records, *previous, tok)
-        fresh = [record for record, row in zip(records, plan) if row < 0]
-        try:
-            columns, dropped, truncated = tokenize_records(fresh, tokenizer, tok, source, name)
-        except TemplateError:
-            columns = None  # tokenized whole below, so the message names the record's own line
-        table = merge_rows(old, token_table(columns), plan, columns["id"], records) if columns else None
-        if table is not None:
-            return table, dropped, truncated, len(records) - len(fresh)
-    columns, dropped, truncated = tokenize_records(records, tokenizer, tok, source, name)
-    return token_table(columns), dropped, truncated, 0
+    if not previous:
+        return None
+    old, reuse = reuse_plan(lines, *previous, tok)
+    rest = [i for i, row in enumerate(reuse) if row < 0]
+    fresh_lines, records, fresh_at, cleaned, examples = parse_and_clean([lines[i] for i in rest], rest, data)
+    try:
+        columns, dropped, truncated = tokenize_records(records, tokenizer, tok, source, name)
+    except TemplateError:
+        return None
+    table = merge_rows(old, token_table(columns), reuse, fresh_at, records, columns["id"])
+    if table is None:
+        return None
+    return table, cleaned + dropped, examples, truncated, len(lines) - len(rest)
 
 
 def flat_values(table, column: str):
@@ -235,7 +274,10 @@ def flat_values(table, column: str):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec-json", required=True, help="the tokenize section as JSON")
-    parser.add_argument("--input", required=True)
+    parser.add_argument("--input", required=True, help="a shard of records (JSONL)")
+    parser.add_argument(
+        "--data-json", help="the data section as JSON (or @file): clean the shard's records first"
+    )
     parser.add_argument("--tokenizer", required=True, help="the base model folder")
     parser.add_argument("--out", required=True)
     parser.add_argument("--manifest", required=True)
@@ -254,9 +296,14 @@ def main(argv=None):
     start = time.perf_counter()
     try:
         tok = check_slice("tokenize", json_arg(args.spec_json))
+        data = check_slice("data", json_arg(args.data_json)) if args.data_json else None
+        lines, numbers = read_lines(args.input)
         tokenizer = load_tokenizer_files(args.tokenizer)
         source, name = template_text(tok, tokenizer)
-        table, dropped, truncated, reused = tokenize_shard(args, tok, tokenizer, source, name)
+        done = tokenize_reusing(args, lines, data, tok, tokenizer, source, name)
+        if done is None:
+            done = (*tokenize_whole(lines, numbers, data, tok, tokenizer, source, name), 0)
+        table, dropped, drop_examples, truncated, reused = done
     except RecordError as exc:
         fail(f"{args.input}:{exc}")
     except (SpecError, TemplateError, OSError) as exc:
@@ -275,6 +322,7 @@ def main(argv=None):
         inputs=[p for p in [*inputs, tok["chat_template_file"]] if p and Path(p).is_file()],
         outputs=[args.out],
         counts={
+            "records_in": len(lines),
             "examples": rows,
             "train": train,
             "validation": rows - train,
@@ -284,6 +332,7 @@ def main(argv=None):
             "truncated": truncated,
         },
         details={
+            "drop_examples": drop_examples,
             "max_length": tok["max_length"],
             "chat_template_sha256": template_sha,
             "audit": {"examples": rows, "failed": dict(failed), "failed_ids": where, "eos_token_id": eos_id},
@@ -292,9 +341,12 @@ def main(argv=None):
         environment=args.environment,
     )
     print(
-        f"{rows} examples ({reused} reused); dropped {dict(dropped)}; truncated {truncated}", file=sys.stderr
+        f"{rows} examples of {len(lines)} records ({reused} reused); dropped {dict(dropped)}; "
+        f"truncated {truncated}",
+        file=sys.stderr,
     )
 
 
 if __name__ == "__main__":
+    without_pandas()  # this process only (not a test importing main)
     main()

@@ -41,7 +41,7 @@ def test_the_standard_alpaca_prompt_gets_its_answer_from_the_export(workflow):
     (workflow / "specs/demo.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     snakemake(workflow, "export")  # the smoke test sends the standard prompt too
 
-    train_prompt = json.loads(next((workflow / "results/data").glob("*/clean/*.jsonl")).open().readline())
+    train_prompt = json.loads(next((workflow / "results/data").glob("*/raw/*.jsonl")).open().readline())
     assert train_prompt["prompt"].endswith("### Response:\n")
     generator = pipeline("text-generation", model=str(workflow / "results/runs/demo/export"))
     words = "zero one two three four five six seven eight nine".split()

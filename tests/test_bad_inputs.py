@@ -161,7 +161,7 @@ def run_workflow_case(case: dict, workdir: Path):
     return proc
 
 
-CHAT_SHARD = (  # one clean chat record, as clean_shard writes it
+CHAT_SHARD = (  # one cleaned chat record (with its split): tokenize_shard without --data-json
     '{"id": "0123456789abcdef", "split": "train", "messages": [{"role": "user", "content": "Spell 12:"}, '
     '{"role": "assistant", "content": "one two"}]}\n'
 )

@@ -241,3 +241,33 @@ def test_normal_templates_render_as_in_the_plain_sandbox(text):
     for add in (False, True):
         expected = plain.from_string(text).render(messages=CHAT, add_generation_prompt=add, **SPECIAL)
         assert render(compile_template(text), CHAT, SPECIAL, add) == expected
+
+
+def test_a_failing_record_of_a_raw_shard_is_named_by_its_line_in_the_file(tmp_path, capsys):
+    """In the workflow tokenize_shard cleans the raw shard first: a record that fails is still
+    named by its own line of the shard, after lines that cleaning dropped (an empty record, a
+    duplicate), and the drops are counted in the manifest when nothing fails."""
+
+    def stored(rid, messages, source=0):  # shard_data's line: id first, then sorted fields
+        return json.dumps({"id": rid, "messages": messages, "source": source})
+
+    empty = [{"role": "user", "content": " "}, {"role": "assistant", "content": "x"}]
+    lines = [
+        stored("0" * 16, empty),
+        stored("a" * 16, CHAT),
+        stored("a" * 16, CHAT, 1),
+        stored("b" * 16, CHAT + CHAT),
+    ]
+    (tmp_path / "raw.jsonl").write_text("\n".join(lines) + "\n")
+    data = json.dumps({"sources": [{"path": "x.jsonl", "fields": {"messages": "m"}}] * 2})
+    args = run_tokenize(tmp_path, BAD.replace("{{ BAD }}", "{{ 1 / 0 }}"))
+    args[args.index("--input") + 1] = str(tmp_path / "raw.jsonl")
+    err = fails_with([*args, "--data-json", data], capsys)
+    assert f"raw.jsonl:4: record {'b' * 16}: " in err, err
+
+    args = run_tokenize(tmp_path, "{% for m in messages %}{{ m.content }}{% endfor %}")
+    args[args.index("--input") + 1] = str(tmp_path / "raw.jsonl")
+    tokenize_shard.main([*args, "--data-json", data])
+    counts = json.loads((tmp_path / "tokens.manifest.json").read_text())["counts"]
+    assert counts["records_in"] == 4 and counts["examples"] == 2
+    assert counts["dropped"] == {"empty": 1, "duplicate": 1}

@@ -75,11 +75,10 @@ def data_jobs(workdir):
     ran = jobs_run(snakemake(workdir, "data", timeout=600))
     manifest = next((workdir / "results/data").glob("*/raw.manifest.json"))
     details = json.loads(manifest.read_text())["details"]
-    # old shards do not pile up: raw/ and clean/ hold exactly the shards the manifest names
+    # old shards do not pile up: raw/ holds exactly the shards the manifest names
     current = sorted(s["hash"] for s in details["shards"])
-    for folder in ("raw", "clean"):
-        stored = sorted(p.name.removesuffix(".jsonl") for p in (manifest.parent / folder).glob("*.jsonl"))
-        assert stored == current, folder
+    stored = sorted(p.name.removesuffix(".jsonl") for p in (manifest.parent / "raw").glob("*.jsonl"))
+    assert stored == current
     return ran, details["sources"][0]
 
 
@@ -89,7 +88,7 @@ def in_tokenizer_sample(workdir, text: str) -> bool:
 
 def test_sweep_tokenizes_once_and_edits_rebuild_only_their_shards(big):
     ran, source = data_jobs(big)
-    assert ran["shard_data"] == 1 and ran["clean_shard"] == SHARDS
+    assert ran["shard_data"] == 1 and "clean_shard" not in ran
     assert ran["tokenize_shard"] == SHARDS  # two runs, one set of tokens
     assert ran["audit_data"] == 1 and source["records"] == RECORDS  # one audit of the shared shards
 
@@ -98,33 +97,37 @@ def test_sweep_tokenizes_once_and_edits_rebuild_only_their_shards(big):
     rewrite(big, lambda lines: lines.__setitem__(50_000, lines[50_000].replace('"Spell ', '"Spell 0')))
     ran, source = data_jobs(big)
     assert not in_tokenizer_sample(big, edited.replace("Spell ", "Spell 0"))
-    assert 1 <= ran["clean_shard"] <= 2 and 1 <= ran["tokenize_shard"] <= 2, ran
+    assert 1 <= ran["tokenize_shard"] <= 2, ran
     assert "base_model" not in ran and source["chunks"] - source["chunks_cached"] == 1
 
     rewrite(big, lambda lines: lines.append(json.dumps({"prompt": "Spell 7:", "completion": "seven"})))
     ran, source = data_jobs(big)
-    assert ran["clean_shard"] == 1 and ran["tokenize_shard"] == 1, ran
+    assert ran["tokenize_shard"] == 1, ran
     assert source["records"] == RECORDS + 1
 
     rewrite(big, lambda lines: lines.pop(123))
     ran, source = data_jobs(big)
-    assert ran["clean_shard"] == 1 and ran["tokenize_shard"] == 1, ran
+    assert ran["tokenize_shard"] == 1, ran
     assert source["records"] == RECORDS
 
     assert not jobs_run(snakemake(big, "data"))  # and nothing left to do
 
 
 def current_files(workdir) -> dict:
-    """sha256 of the data a build holds: raw and cleaned shards, the tokenizer sample and the
-    token shards the shard manifest names (old token shards may stay beside them)."""
+    """sha256 of the data a build holds: the shards, the tokenizer sample and the token shards
+    the shard manifest names (old token shards may stay beside them), and the counts of the
+    token shards' manifests (records read, dropped by reason, examples)."""
     import hashlib
 
     manifest = next((workdir / "results/data").glob("*/raw.manifest.json"))
     shards = [s["hash"] for s in json.loads(manifest.read_text())["details"]["shards"]]
     paths = [manifest.parent / "tokenizer_sample.jsonl"]
-    paths += [manifest.parent / folder / f"{h}.jsonl" for folder in ("raw", "clean") for h in shards]
+    paths += [manifest.parent / "raw" / f"{h}.jsonl" for h in shards]
     paths += [p for h in shards for p in (workdir / "results/tokens").glob(f"*/{h}.parquet")]
-    return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    files = {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    for path in (p.with_suffix(".manifest.json") for p in paths if p.suffix == ".parquet"):
+        files[str(path.relative_to(workdir))] = json.loads(path.read_text())["counts"]
+    return files
 
 
 def test_edits_rebuild_the_bytes_of_a_fresh_build(tmp_path):
@@ -162,3 +165,6 @@ def test_edits_rebuild_the_bytes_of_a_fresh_build(tmp_path):
     rewrite(fresh, change)
     jobs_run(snakemake(fresh, "data"))
     assert current_files(edited) == current_files(fresh)
+    counts = [v for k, v in current_files(fresh).items() if k.endswith(".manifest.json")]
+    assert sum(c["dropped"].get("duplicate", 0) for c in counts) == 1  # the copy of line 3
+    assert sum(c["records_in"] for c in counts) == 20_001 and sum(c["examples"] for c in counts) == 20_000

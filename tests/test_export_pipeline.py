@@ -88,9 +88,9 @@ def chat_build(tmp_path_factory) -> Path:
 
 
 def conversations(workdir: Path) -> dict[str, list[dict]]:
-    """Record id -> messages, for every cleaned record (the build holds one data key)."""
-    clean = sorted(workdir.glob("results/data/*/clean/*.jsonl"))
-    return {r["id"]: r["messages"] for path in clean for r in read_jsonl(path)}
+    """Record id -> messages, for every record of the shards (the build holds one data key)."""
+    shards = sorted(workdir.glob("results/data/*/raw/*.jsonl"))
+    return {r["id"]: r["messages"] for path in shards for r in read_jsonl(path)}
 
 
 def test_the_export_chats_with_the_trained_template_and_answers_as_evaluation(chat_build):

@@ -379,7 +379,7 @@ def test_a_user_reward_file_edit_reruns_training_not_data(chain):
     finally:
         rewards.write_text(text)
     assert planned["train_model"] == 1 and planned["evaluate_model"] == 1, planned
-    data_steps = ("shard_data", "clean_shard", "tokenize_shard", "audit_data", "base_model")
+    data_steps = ("shard_data", "tokenize_shard", "audit_data", "base_model")
     assert not any(planned[step] for step in data_steps), planned
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from scripts import clean_shard, shard_data
+from scripts import shard_data
+from scripts.common.cleaning import clean_records
 from scripts.common.records import collapse_spaces, normalize_text
 from scripts.common.spec import SpecError, check_slice, load_spec_file
 
@@ -26,19 +28,21 @@ def here(tmp_path, monkeypatch):
 
 
 def prepare(sources: list[dict], **data) -> tuple[list[dict], dict]:
-    """shard_data then clean_shard on every shard: (cleaned records by id order, shard manifest)."""
-    spec = json.dumps({"sources": sources, "num_shards": 2, "validation_fraction": 0.0, **data})
+    """shard_data, then every shard cleaned as tokenize_shard cleans it: (cleaned records by id
+    order, shard manifest with `cleaning_dropped`: the drops summed over the shards)."""
+    spec = {"sources": sources, "num_shards": 2, "validation_fraction": 0.0, **data}
     shard_data.main(
-        ["--spec-json", spec, "--shard-dir", "raw", "--manifest", "shards.json", "--cache-dir", "cache"]
+        ["--spec-json", json.dumps(spec), "--shard-dir", "raw", "--manifest", "shards.json"]
+        + ["--cache-dir", "cache"]
     )
     manifest = json.loads(Path("shards.json").read_text())
-    records = []
+    records, dropped = [], Counter()
     for shard in manifest["details"]["shards"]:
-        out = f"clean/{shard['hash']}.jsonl"
-        clean_shard.main(
-            ["--spec-json", spec, "--input", shard["path"], "--out", out, "--manifest", out + ".m.json"]
-        )
-        records += [json.loads(line) for line in Path(out).read_text().splitlines()]
+        raw = [json.loads(line) for line in Path(shard["path"]).read_text().splitlines()]
+        _, kept, shard_dropped, _ = clean_records(raw, check_slice("data", spec))
+        records += kept
+        dropped.update(shard_dropped)
+    manifest["cleaning_dropped"] = dict(dropped)
     return sorted(records, key=lambda r: r["id"]), manifest
 
 
@@ -144,16 +148,12 @@ def test_several_sources_weight_sample_and_explicit_validation(here):
 def test_cleaning_counts_every_drop_by_reason(here, capsys):
     lines = ["ok record", "ok  record", "", " \t\n ", "x", "y" * 50, "caf\u0065\u0301 \x07bell"]
     write("d.jsonl", "".join(json.dumps({"t": t}) + "\n" for t in lines))
-    records, _ = prepare(
+    records, manifest = prepare(
         [{"path": "d.jsonl", "fields": {"text": "t"}}], clean={"min_chars": 2, "max_chars": 20}
     )
     texts = sorted(r["text"] for r in records)  # spacing variants are duplicates: one is kept
     assert texts == ["café bell", "ok  record"]
-    dropped = {}
-    for path in Path("clean").glob("*.m.json"):
-        for reason, n in json.loads(path.read_text())["counts"]["dropped"].items():
-            dropped[reason] = dropped.get(reason, 0) + n
-    assert dropped == {"duplicate": 1, "empty": 2, "too_short": 1, "too_long": 1}
+    assert manifest["cleaning_dropped"] == {"duplicate": 1, "empty": 2, "too_short": 1, "too_long": 1}
 
 
 def test_normalisation():

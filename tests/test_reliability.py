@@ -17,7 +17,6 @@ pytestmark = pytest.mark.slow
 FAULTS = [
     ("scripts.environment", "write", "environment"),
     ("scripts.shard_data", "manifest", "shard_data"),
-    ("scripts.clean_shard", "manifest", "clean_shard"),
     ("scripts.base_model", "manifest", "base_model"),
     ("scripts.tokenize_shard", "manifest", "tokenize_shard"),
     ("scripts.audit_data", "manifest", "audit_data"),

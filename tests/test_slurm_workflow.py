@@ -134,7 +134,7 @@ def test_data_artifacts_match_a_local_run_byte_for_byte(built, tmp_path):
     snakemake(local, "data", "--profile", str(REPO / "profiles/local"))
     on_slurm, here = artifact_files(workdir), artifact_files(local)
     assert sorted(on_slurm) == sorted(here)
-    assert any(name.endswith(".parquet") for name in here) and any("/clean/" in name for name in here)
+    assert any(name.endswith(".parquet") for name in here) and any("/raw/" in name for name in here)
     for name, path in here.items():
         if name.endswith(".json") and "/model/" not in name:  # manifests: same but for timings
             assert without_timings(path) == without_timings(on_slurm[name]), name

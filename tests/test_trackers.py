@@ -32,7 +32,7 @@ from tests.workflow_fixtures import jobs_run, snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 ALL = "trackers=tensorboard,mlflow,wandb"
-EXPENSIVE = {"shard_data", "clean_shard", "base_model", "tokenize_shard", "audit_data", "train_model"}
+EXPENSIVE = {"shard_data", "base_model", "tokenize_shard", "audit_data", "train_model"}
 EXPENSIVE |= {"evaluate_model", "merge_model", "model_card", "export_model", "smoke_test"}
 RUN = "results/runs/demo"
 

@@ -18,7 +18,7 @@ from scripts.common.spec import schema_errors
 from tests.workflow_fixtures import jobs_run, snakemake
 
 pytestmark = pytest.mark.slow
-DATA_STEPS = {"shard_data", "clean_shard", "tokenize_shard", "base_model"}
+DATA_STEPS = {"shard_data", "tokenize_shard", "base_model"}
 
 
 @pytest.fixture
@@ -93,7 +93,6 @@ def test_every_manifest_validates(built):
         assert manifest["provenance"]["packages"]["torch"].startswith("2.13")
     assert steps == {
         "shard_data",
-        "clean_shard",
         "base_model",
         "tokenize_shard",
         "audit_data",

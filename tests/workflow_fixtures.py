@@ -140,7 +140,6 @@ def demo_terminal(demo_build: Path) -> str:
 # Artifacts that must be byte-identical between two builds of the same spec on one machine.
 REPRODUCIBLE = (
     "results/data/*/raw/*.jsonl",
-    "results/data/*/clean/*.jsonl",
     "results/tokens/*/*.parquet",
     "results/models/*/model/*.safetensors",
     "results/models/*/model/tokenizer.json",

@@ -208,15 +208,15 @@ def incremental_shards(data: dict, cache: Path, shard_dir: Path, workers: int):
     return [b for b in buckets if b], sources, bad, examples, save, set(previous.values())
 
 
-def keep_replaced(cache: Path, clean_dir: Path, replaced: set[str]) -> None:
-    """Move the cleaned shards this run replaced to `<cache>/previous/` (dropping the ones kept
-    by the run before): tokenize_shard reuses the rows of their unchanged records."""
+def keep_replaced(cache: Path, shard_dir: Path, replaced: set[str]) -> None:
+    """Move the raw shards this run replaced to `<cache>/previous/` (dropping the ones kept by
+    the run before): tokenize_shard reuses the rows of their unchanged records."""
     folder = cache / "previous"
     folder.mkdir(exist_ok=True)
     for old in folder.glob("*.jsonl"):
         old.unlink(missing_ok=True)
     for digest in replaced:
-        path = clean_dir / f"{digest}.jsonl"
+        path = shard_dir / f"{digest}.jsonl"
         if path.is_file():
             path.replace(folder / path.name)
 

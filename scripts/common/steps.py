@@ -16,9 +16,8 @@ from pathlib import Path
 # step -> the steps whose outputs it reads, for the `export` target, in DAG order.
 READS = {
     "shard_data": [],
-    "clean_shard": ["shard_data"],
     "base_model": ["shard_data"],  # a built model trains its tokenizer on shard_data's sample
-    "tokenize_shard": ["clean_shard", "base_model"],
+    "tokenize_shard": ["shard_data", "base_model"],  # cleans the raw shard it tokenizes
     "audit_data": ["tokenize_shard", "base_model"],
     "reference_logps": ["tokenize_shard", "base_model"],
     "train_model": ["tokenize_shard", "base_model", "audit_data", "reference_logps"],
@@ -139,7 +138,6 @@ def step_slices(sections: dict) -> dict[str, tuple[str, dict]]:
     export = sections["export"]
     return {
         "shard_data": ("data", sections["data"]),
-        "clean_shard": ("data", sections["data"]),
         "base_model": ("model", sections["model"]),
         "tokenize_shard": ("tokenize", sections["tokenize"]),
         "audit_data": ("tokenize", sections["tokenize"]),
