@@ -25,7 +25,7 @@ from scripts.common.audit import CHECKS, IGNORE, audit
 from scripts.common.chat import load_tokenizer_files
 from scripts.common.cli import fail, json_arg, path_list
 from scripts.common.files import atomic_write_text, read_json
-from scripts.common.manifest import write_manifest
+from scripts.common.manifest import recorded_sha256, write_manifest
 from scripts.common.spec import SpecError, check_slice
 from scripts.common.token_arrays import without_pandas
 
@@ -69,30 +69,35 @@ def rendering(rows: dict, total: int, decode) -> str:
 COLUMNS = ["id", "split", "input_ids", "labels", "prompt_length"]
 
 
-def shard_audit(tokens: str, eos_id, max_length: int) -> tuple[int, Counter, dict]:
-    """(examples, failed per check, example ids) of one shard: from the tokenize manifest, which
-    audited the shard when it was written, or computed here for shards without one."""
+def shard_audit(tokens: str, eos_id, max_length: int) -> tuple[int, Counter, dict, dict | str]:
+    """(examples, failed per check, example ids, the shard as a manifest input) of one shard:
+    from the tokenize manifest, which audited the shard and hashed it when it was written, or
+    computed here for shards without one."""
     import pyarrow.parquet as pq
 
     manifest = Path(tokens).with_suffix(".manifest.json")  # the tokenize step's, beside it
-    recorded = read_json(manifest)["details"].get("audit") if manifest.is_file() else None
+    written = read_json(manifest) if manifest.is_file() else {}
+    recorded = written.get("details", {}).get("audit")
     if recorded is not None and recorded["eos_token_id"] == eos_id:
-        return recorded["examples"], Counter(recorded["failed"]), recorded["failed_ids"]
+        counts = recorded["examples"], Counter(recorded["failed"]), recorded["failed_ids"]
+        return *counts, recorded_sha256(tokens, written)
     table = pq.read_table(tokens, columns=COLUMNS)
     failed, where = audit(table, eos_id, max_length)
-    return table.num_rows, failed, where
+    return table.num_rows, failed, where, tokens
 
 
-def audit_shards(paths, eos_id, max_length: int) -> tuple[int, Counter, dict]:
-    """Every shard's audit summed; up to five example ids per check, in shard order."""
-    total, failed, where = 0, Counter(), {}
+def audit_shards(paths, eos_id, max_length: int) -> tuple[int, Counter, dict, list]:
+    """Every shard's audit summed; up to five example ids per check, in shard order; the shards
+    as manifest inputs."""
+    total, failed, where, inputs = 0, Counter(), {}, []
     for path in sorted(paths):
-        examples, shard_failed, shard_where = shard_audit(path, eos_id, max_length)
+        examples, shard_failed, shard_where, described = shard_audit(path, eos_id, max_length)
         total += examples
         failed.update(shard_failed)
+        inputs.append(described)
         for check, ids in shard_where.items():
             where[check] = (where.get(check, []) + ids)[:5]
-    return total, failed, where
+    return total, failed, where, inputs
 
 
 def first_examples(paths, count: int) -> dict:
@@ -132,7 +137,7 @@ def main(argv=None):
         fail(str(exc))
     tokenizer = load_tokenizer_files(args.tokenizer)
     eos_id, pad_id = tokenizer.ids["eos_token"], tokenizer.ids["pad_token"]
-    total, failed, where = audit_shards(args.tokens, eos_id, tok["max_length"])
+    total, failed, where, inputs = audit_shards(args.tokens, eos_id, tok["max_length"])
     shown = first_examples(args.tokens, tok["audit"]["examples"])
     atomic_write_text(args.examples, rendering(shown, total, tokenizer.decode))
     messages = [
@@ -151,7 +156,7 @@ def main(argv=None):
         args.manifest,
         "audit_data",
         tok,
-        inputs=args.tokens,
+        inputs=inputs,
         outputs=[args.examples],
         counts={"examples": total, "failed": dict(failed)},
         details={"problems": messages, "failed_ids": where, "eos_token_id": eos_id, "pad_token_id": pad_id},

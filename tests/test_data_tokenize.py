@@ -184,3 +184,30 @@ def test_audit_sums_the_tokenize_manifests_and_checks_shards_without_one(tmp_pat
     computed = json.loads((tmp_path / "audit.json").read_text())
     assert from_manifest["counts"] == computed["counts"] == {"examples": 1, "failed": recorded["failed"]}
     assert from_manifest["details"]["failed_ids"] == computed["details"]["failed_ids"]
+
+
+def test_audit_records_each_shards_digest_from_its_manifest_unless_the_shard_changed(tmp_path, model_dir):
+    """The audit's inputs carry each token shard's sha256: the one tokenize_shard recorded when
+    the shard is as it wrote it, else the digest of the file as it is now."""
+    import hashlib
+    import os
+
+    tokenize(tmp_path, model_dir)
+    shard = tmp_path / "tokens.parquet"
+    written = json.loads((tmp_path / "tokens.manifest.json").read_text())["outputs"][0]["sha256"]
+    audit(tmp_path, model_dir)
+    assert json.loads((tmp_path / "audit.json").read_text())["inputs"] == [
+        {"path": str(shard), "sha256": written}
+    ]
+
+    import pyarrow.parquet as pq
+
+    pq.write_table(pq.read_table(shard).slice(0, 2), shard)  # changed after its manifest
+    later = (tmp_path / "tokens.manifest.json").stat().st_mtime_ns + 10**9
+    os.utime(shard, ns=(later, later))
+    audit(tmp_path, model_dir)
+    now = hashlib.sha256(shard.read_bytes()).hexdigest()
+    assert now != written
+    assert json.loads((tmp_path / "audit.json").read_text())["inputs"] == [
+        {"path": str(shard), "sha256": now}
+    ]

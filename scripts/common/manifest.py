@@ -68,7 +68,30 @@ def provenance(environment_json: str | Path | None) -> dict:
 
 
 def describe_inputs(paths) -> list[dict]:
-    return [{"path": str(p), "sha256": sha256_file(p)} for p in paths]
+    """Path and sha256 of each input; an entry already given as {"path", "sha256"} (a digest its
+    writing step recorded, see recorded_sha256) is taken as it is."""
+    return [p if isinstance(p, dict) else {"path": str(p), "sha256": sha256_file(p)} for p in paths]
+
+
+def recorded_sha256(path: str | Path, manifest: dict) -> dict | str:
+    """An input as describe_inputs takes it: with the sha256 that `manifest` (the step that wrote
+    `path`) recorded for it, when its size is the recorded one and the manifest is not older
+    than the file; else the path, hashed again."""
+    path = Path(path)
+    for entry in manifest.get("outputs", []):
+        if Path(entry["path"]) == path and path.is_file():
+            stat, written = path.stat(), manifest_time(path)
+            if stat.st_size == entry["bytes"] and written is not None and written >= stat.st_mtime_ns:
+                return {"path": str(path), "sha256": entry["sha256"]}
+    return str(path)
+
+
+def manifest_time(path: Path) -> int | None:
+    """The modification time (ns) of the manifest beside `path`, or None."""
+    try:
+        return path.with_suffix(".manifest.json").stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def build_manifest(
