@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from scripts.common.cli import fail, json_arg
-from scripts.common.files import atomic_write_text, sha256_file
+from scripts.common.files import atomic_write_text, hashes_remembered, sha256_file
 from scripts.common.hub_sources import HubError, resolve_data, source_paths
 from scripts.common.manifest import write_manifest
 from scripts.common.records import SourceError
@@ -46,7 +46,11 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    with hashes_remembered():  # each source file read and hashed once
+        shard_sources(parse_args(argv))
+
+
+def shard_sources(args):
     start = time.perf_counter()
     cache = Path(args.cache_dir) if args.cache_dir else None
     try:

@@ -6,10 +6,40 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def _stamp(path: str | Path) -> tuple:
+    """What identifies one version of a file within a run: real path, size, mtime and inode."""
+    stat = os.stat(path)
+    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+# Per open hashes_remembered block: sha256 of the files read_and_hash read, by _stamp.
+_RUNS: list[dict[tuple, str]] = []
+
+
+@contextmanager
+def hashes_remembered():
+    """Within the block (one step's run), sha256_file answers for the files read_and_hash read
+    while they are unchanged, so a source is read and hashed once."""
+    _RUNS.append({})
+    try:
+        yield
+    finally:
+        _RUNS.pop()
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    known = _RUNS[-1].get(_stamp(path)) if _RUNS and _RUNS[-1] else None
+    if known:
+        return known
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
@@ -17,10 +47,25 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def read_and_hash(path: str | Path, work: Callable[[bytes], T]) -> T:
+    """`work(bytes of the file)`; within hashes_remembered, the file's sha256 is computed
+    alongside (in a thread: hashlib releases the GIL) for sha256_file to answer from."""
+    stamp = _stamp(path)
+    data = Path(path).read_bytes()
+    if not _RUNS:
+        return work(data)
+    with ThreadPoolExecutor(1) as pool:
+        digest = pool.submit(lambda: hashlib.sha256(data).hexdigest())
+        result = work(data)
+    if _stamp(path) == stamp:
+        _RUNS[-1][stamp] = digest.result()
+    return result
+
+
 def fault_point(name: str) -> None:
     """Fault injection for the reliability tests: SIGKILL this process at a named point.
 
-    TUNEMAKE_FAULT=<script module>:<point>[:<n>] (e.g. `scripts.clean_shard:manifest` or
+    TUNEMAKE_FAULT=<script module>:<point>[:<n>] (e.g. `scripts.tokenize_shard:manifest` or
     `scripts.train_model:write:2`) kills the process running that script the n-th time (default 1st)
     it reaches the point; unset, it costs nothing.
     """

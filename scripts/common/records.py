@@ -97,6 +97,35 @@ def _malformed(where: str, exc: json.JSONDecodeError) -> SourceError:
 
 def jsonl_rows(path: str, data: bytes, first_line: int = 1, offset: int = 0):
     """(location, row or SourceError) per non-blank line of JSONL bytes starting at that line/offset."""
+    try:
+        text = (data.removeprefix(BOM) if offset == 0 else data).decode("utf-8")
+    except UnicodeDecodeError:  # line by line, for the location of the bad bytes
+        yield from _jsonl_rows_bytes(path, data, first_line, offset)
+        return
+    for line_no, line in enumerate(text.split("\n"), start=first_line):
+        if line.strip(ASCII_SPACE):  # blank lines as bytes.strip() sees them
+            where = f"{path}:{line_no}"
+            try:
+                yield where, _decode_line(line)
+            except json.JSONDecodeError as exc:
+                yield where, _malformed(where, exc)
+
+
+def _decode_line(line: str):
+    """_JSON.decode(line); a line that is exactly one JSON value skips its whitespace checks."""
+    try:
+        value, end = _JSON.scan_once(line, 0)
+        if end == len(line):
+            return value
+    except (StopIteration, json.JSONDecodeError):
+        pass
+    return _JSON.decode(line)  # the value after whitespace, or the error as decode words it
+
+
+ASCII_SPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() strips
+
+
+def _jsonl_rows_bytes(path: str, data: bytes, first_line: int, offset: int):
     for line_no, raw in enumerate(data.split(b"\n"), start=first_line):
         start, offset = offset, offset + len(raw) + 1
         if not raw.removeprefix(BOM if start == 0 else b"").strip():

@@ -2,8 +2,9 @@
 changed are parsed and only the shards their records fall in are rebuilt.
 
 `<cache>/state.json` keeps, from the last run, the data slice it was built for, every chunk's
-name (sha256 of its bytes) with its counts, and each bucket's shard hash. A rerun chunks the
-sources, compares the chunk names, reads the lines of the removed chunks (their cached results)
+name (sha256 of its bytes) with its counts and size (`spans`: bytes and lines), and each
+bucket's shard hash. A rerun chunks the sources (the chunks still at a file's start or end are
+found by their hash alone, so only the bytes between are split into lines), compares the names, reads the lines of the removed chunks (their cached results)
 and of the added ones, and rewrites the buckets those lines fall in from the old shard file:
 the same shards, bytes and counts as reading everything, in time that does not grow with the
 dataset. Applies to JSONL file sources without `sample` (which picks records across the whole
@@ -15,13 +16,21 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-import multiprocessing
 from collections import Counter
 from pathlib import Path
 
-from scripts.common.files import atomic_write_text
+from scripts.common.files import atomic_write_text, read_and_hash
 from scripts.common.records import bucket, source_format
-from scripts.common.sharding import EXAMPLES, READER_VERSION, _parse_chunk, jsonl_chunks, resample
+from scripts.common.sharding import (
+    EXAMPLES,
+    READER_VERSION,
+    chunk_salt,
+    chunk_spans,
+    named_chunks,
+    parse_tasks,
+    rechunk,
+    resample,
+)
 from scripts.common.spec import canonical_json
 
 STATE = "state.json"
@@ -56,23 +65,40 @@ def load_state(cache: Path, data: dict) -> dict | None:
     return state if same and len(state["shards"]) == data["num_shards"] else None
 
 
-def chunk_list(data: dict) -> list[tuple]:
-    """(source index, first line, offset, bytes, name) of every chunk of every source."""
+def chunk_list(data: dict, state: dict | None) -> list[tuple]:
+    """(source index, first line, offset, bytes, name) of every chunk of every source (each
+    file read once: its sha256 for the manifest is computed alongside, see read_and_hash); a
+    file's chunks from the last run that are still at its start or end are found by their hash."""
     out = []
     for index, source in enumerate(data["sources"]):
-        salt = f"{READER_VERSION}:{canonical_json(data)}:{index}:".encode()
-        for first_line, offset, chunk in jsonl_chunks(Path(source["path"]).read_bytes()):
-            out.append((index, first_line, offset, chunk, hashlib.sha256(salt + chunk).hexdigest()[:32]))
+        salt, before = chunk_salt(data, index), spans_before(state, index)
+        chunks = read_and_hash(
+            source["path"], lambda raw, s=salt, b=before: rechunk(raw, s, b) if b else named_chunks(raw, s)
+        )
+        out += [(index, *chunk) for chunk in chunks]
     return out
 
 
-def parse_chunks(data: dict, chunks: list, workers: int) -> list[dict]:
+def spans_before(state: dict | None, index: int) -> list | None:
+    """(name, bytes, lines) of source `index`'s chunks in the last run, None if not known."""
+    if not state or len(state.get("spans", ())) != len(state["order"]):
+        return None
+    names = zip(state["order"], state["spans"])
+    return [(name, *span) for name, span in names if state["chunks"][name]["source"] == index]
+
+
+def source_spans(chunks: list, index: int) -> list:
+    return chunk_spans([chunk[1:] for chunk in chunks if chunk[0] == index])
+
+
+def parse_chunks(data: dict, chunks: list, workers: int, cache: Path) -> list[dict]:
+    """Parse chunks, each worker writing its chunks' cache files."""
     collapse = data["clean"]["normalize_whitespace"]
-    tasks = [(data["sources"][c[0]], c[0], collapse, c[1], c[2], c[3]) for c in chunks]
-    if workers > 1 and len(tasks) > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            return pool.map(_parse_chunk, tasks, chunksize=1)
-    return list(map(_parse_chunk, tasks))
+    tasks = [
+        (data["sources"][c[0]], c[0], collapse, c[1], c[2], bytes(c[3]), cache / f"{c[4]}.json")
+        for c in chunks
+    ]
+    return parse_tasks(tasks, workers)
 
 
 def chunk_lines(data: dict, index: int, result: dict) -> list[str]:
@@ -90,21 +116,18 @@ def read_changes(data: dict, cache: Path, state: dict | None, workers: int):
     """(chunks, their summaries, removed lines, added lines, names parsed) or None (fall back).
     A chunk counts by its bytes: one that appears more (fewer) times than before adds (removes)
     its lines that many times; a moved chunk with bad rows is parsed again for its messages."""
-    chunks = chunk_list(data)
+    chunks = chunk_list(data, state)
     old = state["chunks"] if state else {}
     old_order = Counter(state["order"] if state else [])
     new_order = Counter(c[4] for c in chunks)
-    summaries, todo, parsed = {}, [], {}
+    summaries, todo, parsed = {}, {}, {}
     for chunk in chunks:
         summary = old.get(chunk[4])
         if summary and (not summary["bad"] or summary["first_line"] == chunk[1]):
             summaries[chunk[4]] = summary
-        elif chunk[4] not in {c[4] for c in todo}:
-            todo.append(chunk)
-    for chunk, result in zip(todo, parse_chunks(data, todo, workers)):
-        atomic_write_text(
-            cache / f"{chunk[4]}.json", json.dumps(result | {"first_line": chunk[1]}, ensure_ascii=False)
-        )
+        elif chunk[4] not in todo:
+            todo[chunk[4]] = chunk
+    for chunk, result in zip(todo.values(), parse_chunks(data, list(todo.values()), workers, cache)):
         parsed[chunk[4]] = lines = chunk_lines(data, chunk[0], result)
         summaries[chunk[4]] = {"source": chunk[0], "first_line": chunk[1], "records": len(lines)} | {
             k: result[k] for k in ("bad", "examples")
@@ -123,6 +146,8 @@ def read_changes(data: dict, cache: Path, state: dict | None, workers: int):
 def rebuild_buckets(data: dict, state: dict | None, shard_dir: Path, removed: list, added: list):
     """Per bucket: (hash, text or None when unchanged, count); None when an old shard is gone."""
     n = data["num_shards"]
+    if not state:  # a first build: every line is new
+        return new_buckets(n, added)
     shards = [tuple(s) if s else None for s in state["shards"]] if state else [None] * n
     delta = [Counter() for _ in range(n)]
     for line in removed:
@@ -135,24 +160,34 @@ def rebuild_buckets(data: dict, state: dict | None, shard_dir: Path, removed: li
             out.append((old[0], None, old[1]) if old else None)
             continue
         if not old and all(v > 0 for v in change.values()):  # a new bucket: no old lines to drop
-            lines = sorted(change.elements())
-            text = "\n".join(lines) + "\n"
-            out.append((hashlib.sha256(text.encode()).hexdigest()[:16], text, len(lines)))
+            out.append(shard_text(sorted(change.elements())))
             continue
         counts = Counter()
         if old:
             path = shard_dir / f"{old[0]}.jsonl"
             if not path.is_file():
                 return None
-            counts.update(path.read_text(encoding="utf-8").splitlines())
+            counts.update(path.read_text(encoding="utf-8").split("\n")[:-1])  # text_lines' lines
         counts.update(change)
         lines = sorted(counts.elements())
         if not lines:
             out.append(None)
             continue
-        text = "\n".join(lines) + "\n"
-        out.append((hashlib.sha256(text.encode()).hexdigest()[:16], text, len(lines)))
+        out.append(shard_text(lines))
     return out
+
+
+def new_buckets(n: int, lines: list[str]) -> list[tuple | None]:
+    """Per bucket: (hash, text, count) of its lines in order, None when it has none."""
+    buckets = [[] for _ in range(n)]
+    for line in lines:
+        buckets[int(line[8:24], 16) % n].append(line)  # records.bucket of the line's id, inline
+    return [shard_text(sorted(lines)) if lines else None for lines in buckets]
+
+
+def shard_text(lines: list[str]) -> tuple[str, str, int]:
+    text = "\n".join(lines) + "\n"
+    return hashlib.sha256(text.encode()).hexdigest()[:16], text, len(lines)
 
 
 def source_summaries(data: dict, chunks: list, summaries: dict, parsed: set):
@@ -199,7 +234,10 @@ def incremental_shards(data: dict, cache: Path, shard_dir: Path, workers: int):
         body = {
             "slice": f"{READER_VERSION}:{canonical_json(data)}",
             "order": names,
-            "chunks": {name: summaries[name] for name in used},
+            "spans": [
+                span[1:] for index in range(len(data["sources"])) for span in source_spans(chunks, index)
+            ],
+            "chunks": {name: summaries[name] for name in dict.fromkeys(names)},
             "shards": [[b[0], b[2]] if b else None for b in buckets],
         }
         atomic_write_text(cache / STATE, json.dumps(body, ensure_ascii=False))
@@ -225,9 +263,18 @@ def sorted_lines(shard_dir: Path, shards: list):
     """Per shard, an iterator over its lines in order (read from its file when unchanged)."""
     for digest, text, _ in shards:
         if text is not None:
-            yield iter(text.splitlines())
+            yield text_lines(text)
         else:
             yield (line.rstrip("\n") for line in open(shard_dir / f"{digest}.jsonl", encoding="utf-8"))
+
+
+def text_lines(text: str):
+    """The lines of a shard's text, one at a time (a tokenizer sample reads only the first few).
+    Split at newlines only: a stored line may hold U+2028 or U+0085, which splitlines() splits at."""
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start:end]
+        start = end + 1
 
 
 def merged_lines(shard_dir: Path, shards: list):

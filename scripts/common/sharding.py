@@ -11,19 +11,24 @@ import hashlib
 import heapq
 import json
 import multiprocessing
+import operator
 import zlib
 from collections import Counter
+from itertools import accumulate, compress, count
+from json.encoder import encode_basestring
 from pathlib import Path
 
-from scripts.common.files import atomic_write_text
+from scripts.common.files import atomic_write_text, read_and_hash
 from scripts.common.hub_sources import source_paths
 from scripts.common.records import (
     SourceError,
     bucket,
+    collapse_spaces,
     iter_rows,
     jsonl_rows,
     map_fields,
     normalize_record,
+    normalize_text,
     record_id,
     source_format,
     split_of,
@@ -47,6 +52,9 @@ READER_VERSION = 2
 
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+_STR = encode_basestring  # what both encoders above write for a str (ensure_ascii=False)
+# The record shapes map_fields picks other than plain texts (text, or prompt and completion).
+NOT_PLAIN = frozenset({"chosen", "label", "messages", "instruction"})
 
 
 def record_line(rid: str, rest: dict) -> str:
@@ -54,56 +62,195 @@ def record_line(rid: str, rest: dict) -> str:
     return f'{{"id": "{rid}", ' + _ENCODE(rest)[1:]
 
 
+class TextLines:
+    """Stored lines of records whose fields (`names`) are all texts, the same bytes as
+    record_line(record_id(r), {**extra, **r}) with r = normalize_record(record, collapse): each
+    text is JSON-encoded once, into templates of the canonical key (for the id) and the line."""
+
+    def __init__(self, names, extra: dict, collapse: bool):
+        self.names, self.collapse = sorted(names), collapse
+        fields = {name: _ENCODE(value).replace("%", "%%") for name, value in extra.items()}
+        fields |= dict.fromkeys(self.names, "%s")
+        self.key = "{" + ",".join(f"{_key(name)}:%s" for name in self.names) + "}"
+        self.line = (
+            '{"id": "%s", ' + ", ".join(f"{_key(name)}: {fields[name]}" for name in sorted(fields)) + "}"
+        )
+
+    def __call__(self, texts: list[str]) -> str:
+        """The line of a record whose texts, in `names` order, are `texts`."""
+        texts = [text if text.isascii() and text.isprintable() else normalize_text(text) for text in texts]
+        stored = list(map(_STR, texts))
+        key = stored
+        if self.collapse:
+            key = [
+                encoded if (collapsed := collapse_spaces(text)) is text else _STR(collapsed)
+                for text, encoded in zip(texts, stored)
+            ]
+        rid = hashlib.sha256((self.key % tuple(key)).encode()).hexdigest()[:16]
+        return self.line % (rid, *stored)
+
+
+def _key(name: str) -> str:
+    return _STR(name).replace("%", "%%")
+
+
+def mapped_line(record: dict, extra: dict, collapse: bool, texts: dict) -> str:
+    """The stored line of a mapped record; `texts`: TextLines by field names, filled as used."""
+    if all(type(value) is str for value in record.values()):
+        names = tuple(sorted(record))
+        make = texts.get(names) or texts.setdefault(names, TextLines(names, extra, collapse))
+        return make([record[name] for name in names])
+    normalized = normalize_record(record, collapse)
+    return record_line(record_id(normalized), {**extra, **normalized})
+
+
 def read_rows(rows, source: dict, index: int, collapse: bool) -> dict:
-    """Map, normalise and serialise rows; bad rows raise (on_error fail) or are counted."""
-    lines, bad, examples = [], Counter(), {}
+    """Map, normalise and serialise rows; bad rows raise (on_error fail) or are counted. Rows
+    of plain texts (all strings) skip map_fields' checks; other rows go through them."""
+    lines, bad, examples, texts = [], Counter(), {}, {}
     extra = {"source": index} | ({"split": source["split"]} if source["split"] != "auto" else {})
+    fields = source["fields"]
+    plain = None if NOT_PLAIN & fields.keys() else TextLines(fields, extra, collapse)
+    columns = [fields[name] for name in plain.names] if plain else []
     for where, row in rows:
         try:
             if isinstance(row, SourceError):
                 raise row
-            record = normalize_record(map_fields(row, source, where), collapse)
+            if plain and type(row) is dict:
+                values = [row.get(column) for column in columns]
+                if all(type(value) is str for value in values):
+                    lines.append(plain(values))
+                    continue
+            lines.append(mapped_line(map_fields(row, source, where), extra, collapse, texts))
         except SourceError as exc:
             if source["on_error"] == "fail":
                 raise
             bad[exc.reason] += 1
             if len(examples.setdefault(exc.reason, [])) < EXAMPLES:
                 examples[exc.reason].append(str(exc))
-            continue
-        lines.append(record_line(record_id(record), {**extra, **record}))
     return {"lines": lines, "bad": dict(bad), "examples": examples}
 
 
 def jsonl_chunks(data: bytes):
-    """(first line number, byte offset, bytes) of content-defined chunks: an edit changes one."""
-    start_line, start_offset, offset, current = 1, 0, 0, []
-    for line_no, line in enumerate(data.split(b"\n"), start=1):
-        current.append(line)
-        offset += len(line) + 1
-        if zlib.crc32(line) & CHUNK_MASK == 0:
-            yield start_line, start_offset, b"\n".join(current)
-            start_line, start_offset, current = line_no + 1, offset, []
-    if current:
-        yield start_line, start_offset, b"\n".join(current)
+    """(first line number, byte offset, bytes) of content-defined chunks: an edit changes one.
+    A chunk ends after each line whose crc32 ends in CHUNK_MASK's zero bits (found at C speed)."""
+    lines = data.split(b"\n")
+    ends = list(compress(count(1), map(operator.not_, map(CHUNK_MASK.__and__, map(zlib.crc32, lines)))))
+    if not ends or ends[-1] != len(lines):
+        ends.append(len(lines))  # the lines after the last boundary
+    starts = [0, *accumulate(map(len, lines))]  # line i starts at byte starts[i] + i
+    first = 0
+    for end in ends:
+        offset = starts[first] + first
+        yield first + 1, offset, data[offset : starts[end] + end - 1]
+        first = end
+
+
+def chunk_name(salt: bytes, chunk: bytes | memoryview) -> str:
+    """A chunk's cache name: sha256 of the slice's salt and the chunk's bytes."""
+    digest = hashlib.sha256(salt)
+    digest.update(chunk)
+    return digest.hexdigest()[:32]
+
+
+def _ends_chunk(raw: bytes, end: int) -> bool:
+    """Whether the line that ends at byte `end` of raw (before a newline or the end) ends a chunk."""
+    return not zlib.crc32(raw[raw.rfind(b"\n", 0, end) + 1 : end]) & CHUNK_MASK
+
+
+def chunk_spans(chunks: list) -> list[tuple[str, int, int]]:
+    """(name, bytes, lines) of a file's chunks (first line, offset, bytes, name): rechunk's `before`."""
+    firsts = (
+        [chunk[0] for chunk in chunks[1:]] + [chunks[-1][0] + bytes(chunks[-1][2]).count(b"\n") + 1]
+        if chunks
+        else []
+    )
+    return [(name, len(chunk), end - first) for (first, _, chunk, name), end in zip(chunks, firsts)]
+
+
+def rechunk(raw: bytes, salt: bytes, before: list) -> list[tuple[int, int, bytes, str]]:
+    """named_chunks(raw, salt), given the chunks of an earlier version of the file, in order, as
+    (name, bytes, lines): earlier chunks still at the start or at the end of the file are
+    recognised by their name (hash) and place alone; only the bytes between are split in lines.
+    The bytes of those reused chunks are memoryviews of raw (bytes(chunk) where bytes are needed)."""
+    view, head, pos, line = memoryview(raw), [], 0, 1
+    for name, size, lines in before:
+        end = pos + size
+        if end > len(raw) or (end < len(raw) and (raw[end] != 10 or not _ends_chunk(raw, end))):
+            break
+        chunk = view[pos:end]
+        if chunk_name(salt, chunk) != name:
+            break
+        head.append((line, pos, chunk, name))
+        if end == len(raw):
+            return head
+        pos, line = end + 1, line + lines
+    tail, end = [], len(raw)  # chunks from the end: (offset, bytes, name, lines)
+    for name, size, lines in reversed(before[len(head) :]):
+        start = end - size
+        if start < pos or (start and (raw[start - 1] != 10 or not _ends_chunk(raw, start - 1))):
+            break
+        chunk = view[start:end]
+        if (end < len(raw) and not _ends_chunk(raw, end)) or chunk_name(salt, chunk) != name:
+            break
+        tail.append((start, chunk, name, lines))
+        end = start - 1
+    middle = []
+    if end >= pos:  # the lines between (end: where the first reused tail chunk starts, less one)
+        middle = [
+            (line + first - 1, pos + offset, chunk) for first, offset, chunk in jsonl_chunks(raw[pos:end])
+        ]
+        line += raw.count(b"\n", pos, end) + 1
+    out = head + [(*chunk, chunk_name(salt, chunk[2])) for chunk in middle]
+    for offset, chunk, name, lines in reversed(tail):
+        out.append((line, offset, chunk, name))
+        line += lines
+    return out
+
+
+def chunk_salt(data: dict, index: int) -> bytes:
+    return f"{READER_VERSION}:{canonical_json(data)}:{index}:".encode()
 
 
 def _parse_chunk(task) -> dict:
-    source, index, collapse, first_line, offset, chunk = task
-    return read_rows(jsonl_rows(source["path"], chunk, first_line, offset), source, index, collapse)
+    """read_rows over one chunk; with a cache file, also writes the result there (in the worker,
+    so the writes run in parallel too)."""
+    source, index, collapse, first_line, offset, chunk, *file = task
+    result = read_rows(jsonl_rows(source["path"], chunk, first_line, offset), source, index, collapse)
+    if file and file[0]:
+        atomic_write_text(file[0], json.dumps(result | {"first_line": first_line}, ensure_ascii=False))
+    return result
+
+
+def parse_tasks(tasks: list, workers: int):
+    """_parse_chunk over tasks, in `workers` processes when there is more than one task."""
+    if workers > 1 and len(tasks) > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return pool.map(_parse_chunk, tasks, chunksize=1)
+    return list(map(_parse_chunk, tasks))
+
+
+def named_chunks(raw: bytes, salt: bytes) -> list[tuple[int, int, bytes, str]]:
+    """(first line, offset, bytes, cache name) of every chunk of a JSONL file's bytes."""
+    return [(*chunk, chunk_name(salt, chunk[2])) for chunk in jsonl_chunks(raw)]
 
 
 def read_jsonl_cached(source: dict, index: int, data: dict, cache: Path | None, used: set, workers: int):
     """Like read_rows over the whole file, reusing cached results of unchanged chunks and
     parsing the others in `workers` processes."""
-    path, collapse = Path(source["path"]), data["clean"]["normalize_whitespace"]
-    raw = path.read_bytes() if path.is_file() else b""
-    if not raw.strip():
+    path, collapse, salt = (
+        Path(source["path"]),
+        data["clean"]["normalize_whitespace"],
+        chunk_salt(data, index),
+    )
+    chunks = None
+    if path.is_file():
+        chunks = read_and_hash(path, lambda raw: named_chunks(raw, salt) if raw.strip() else None)
+    if not chunks:
         return [read_rows(iter_rows(source["path"], "jsonl"), source, index, collapse)]
-    chunks, results, files, todo = list(jsonl_chunks(raw)), [], [], []
-    salt = f"{READER_VERSION}:{canonical_json(data)}:{index}:".encode()
-    for i, (first_line, _, chunk) in enumerate(chunks):
-        file = cache / f"{hashlib.sha256(salt + chunk).hexdigest()[:32]}.json" if cache else None
-        files.append(file)
+    results, todo = [], []
+    for i, (first_line, *_, name) in enumerate(chunks):
+        file = cache / f"{name}.json" if cache else None
         cached = json.loads(file.read_text(encoding="utf-8")) if file and file.is_file() else None
         if cached and (not cached["bad"] or cached["first_line"] == first_line):  # error locations hold
             used.add(file.name)
@@ -111,17 +258,13 @@ def read_jsonl_cached(source: dict, index: int, data: dict, cache: Path | None, 
         else:
             results.append(None)
             todo.append(i)
-    tasks = [(source, index, collapse, *chunks[i]) for i in todo]
-    if workers > 1 and len(tasks) > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            parsed = pool.map(_parse_chunk, tasks, chunksize=1)
-    else:
-        parsed = map(_parse_chunk, tasks)
-    for i, result in zip(todo, parsed):
+    last = {chunks[i][3]: i for i in todo}  # a name parsed twice is written by its last chunk
+    files = [cache / f"{chunks[i][3]}.json" if cache and last[chunks[i][3]] == i else None for i in todo]
+    tasks = [(source, index, collapse, *chunks[i][:3], file) for i, file in zip(todo, files)]
+    for i, result in zip(todo, parse_tasks(tasks, workers)):
         results[i] = result
-        if files[i]:
-            atomic_write_text(files[i], json.dumps(result | {"first_line": chunks[i][0]}, ensure_ascii=False))
-            used.add(files[i].name)
+        if cache:
+            used.add(f"{chunks[i][3]}.json")
     return results
 
 
