@@ -75,7 +75,7 @@ def test_verify_rebuilds_the_demo_cleanly_and_every_file_and_the_lock_match(lock
     assert proc.returncode == 0, output[-4000:]
     assert "step | file | expected sha256 | got | match" in output
     assert "train_model | results/runs/demo/train/model/adapter_model.safetensors |" in output
-    assert "verify: OK: 40 files of 11 steps match the lock (1 not compared)" in output  # the demo's steps
+    assert "verify: OK: 36 files of 10 steps match the lock (1 not compared)" in output  # the demo's steps
     assert " | NO" not in output
     (copy,) = {Path(p) for p in re.findall(r"in a clean copy, (/\S+) \(log:", output)}
     try:
@@ -100,7 +100,7 @@ def test_verify_names_the_step_and_file_of_a_token_shard_changed_by_one_byte(dem
     proc, output = verify(workdir, "tokenize_shard")
     assert proc.returncode != 0, output[-4000:]
     relative = shard.relative_to(workdir).as_posix()
-    assert f"verify: FAILED: 1 of 18 files differ; the first is at step tokenize_shard: {relative}" in output
+    assert f"verify: FAILED: 1 of 14 files differ; the first is at step tokenize_shard: {relative}" in output
     assert "Its provenance matches the lock" in output
     assert f"tokenize_shard | {relative} |" in output and "| NO" in output
 
@@ -144,7 +144,7 @@ def test_the_archive_unpacks_elsewhere_and_verifies_there(locked, tmp_path):
     assert (unpacked / "tunemake.lock").read_text() == (locked / "tunemake.lock").read_text()
     proc, output = verify(unpacked, "tokenize_shard")
     assert proc.returncode == 0, output[-4000:]
-    assert "verify: OK: 18 files of 4 steps match the lock" in output
+    assert "verify: OK: 14 files of 3 steps match the lock" in output
     assert not (unpacked / "results" / "runs").exists(), "verify trained in the archive's folder"
 
 
