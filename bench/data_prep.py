@@ -51,7 +51,7 @@ def write_records(path: Path, count: int, seed: int = 0) -> None:
 def build_tiny_model(folder: Path, texts: list[str]) -> None:
     """A local model folder (config, weights, tokenizer) for model.path."""
     from scripts.base_model import build_model_from_config, train_tokenizer
-    from scripts.common.spec import check_slice
+    from scripts.compiler.spec import check_slice
 
     build = check_slice("model", {"build": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}})["build"]
     tokenizer = train_tokenizer(texts, 512)
@@ -74,7 +74,7 @@ def write_spec(workdir: Path, shards: int) -> None:
 
 def model_key(workdir: Path) -> str:
     """The content key of the bench spec's base model (results/models/<key>/model)."""
-    from scripts.common.spec import load_specs
+    from scripts.compiler.spec import load_specs
 
     here = Path.cwd()
     os.chdir(workdir)  # spec paths are relative to the workflow folder

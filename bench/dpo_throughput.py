@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import yaml  # noqa: E402
 
 from bench.train_step import train_step  # noqa: E402
-from scripts.common.spec import load_specs  # noqa: E402
+from scripts.compiler.spec import load_specs  # noqa: E402
 from tests.workflow_fixtures import copy_workflow, snakemake  # noqa: E402
 
 BETAS = [0.05, 0.1, 0.5]
@@ -155,7 +155,7 @@ def main(argv=None):
         assert len(runs) == 3 and runs[0].sections["train"]["method"] == "lora"
         base = workdir / f"results/models/{runs[0].keys['model']}/model"
         tokens = sorted((workdir / f"results/tokens/{runs[0].keys['tokens']}").glob("*.parquet"))
-        from scripts.common.steps import step_slices
+        from scripts.compiler.steps import step_slices
 
         ours_reference = []
         for key in sorted(keys):  # one per distinct reference: the sweep shares one

@@ -25,7 +25,7 @@ from tests.workflow_fixtures import copy_workflow, snakemake  # noqa: E402
 
 def timed_generation(model, tokenizer, prompts, decoding, repeats: int) -> tuple[float, list[list[int]]]:
     """Median seconds of `repeats` runs, and the generated ids."""
-    from scripts.common.generation import generate_ids
+    from scripts.evaluation.generation import generate_ids
 
     times = []
     for _ in range(repeats):
@@ -36,10 +36,10 @@ def timed_generation(model, tokenizer, prompts, decoding, repeats: int) -> tuple
 
 
 def measure(workdir: Path, spec_file: str, repeats: int, batch_size: int | None = None) -> dict:
-    from scripts.common.generation import Decoding
     from scripts.common.modeling import load_tokenizer, load_tuned_model, pin_threads
-    from scripts.common.spec import load_specs
     from scripts.common.token_splits import load_split
+    from scripts.compiler.spec import load_specs
+    from scripts.evaluation.generation import Decoding
 
     run = load_specs([workdir / spec_file])[0]
     keys, ev = run.keys, run.sections["evaluate"]

@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import yaml  # noqa: E402
 
 from bench.train_step import train_step  # noqa: E402
-from scripts.common.spec import load_specs  # noqa: E402
+from scripts.compiler.spec import load_specs  # noqa: E402
 from tests.workflow_fixtures import copy_workflow, snakemake  # noqa: E402
 
 REWARDS = [{"metric": "exact_match"}, {"metric": "chrf", "weight": 0.5}]
@@ -132,7 +132,7 @@ def main(argv=None):
         train = run.sections["train"]
         base = workdir / f"results/models/{run.keys['model']}/model"
         tokens = sorted((workdir / f"results/tokens/{run.keys['tokens']}").glob("*.parquet"))
-        from scripts.common.grpo import prompt_dataset
+        from scripts.training.grpo import prompt_dataset
 
         rows = [{"prompt": r["prompt"], "reference": r["reference"]} for r in prompt_dataset(tokens, "train")]
         # untimed: the first run in a process pays one-off costs (imports, kernel setup)

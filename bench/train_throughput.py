@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.train_step import train_step  # noqa: E402
-from scripts.common.spec import load_spec_file  # noqa: E402
+from scripts.compiler.spec import load_spec_file  # noqa: E402
 from tests.workflow_fixtures import copy_workflow, snakemake  # noqa: E402
 
 

@@ -1,8 +1,8 @@
 # The targets of the lm-evaluation-harness benchmarks (evaluate.benchmarks; rules in
 # rules/benchmark.smk): one score per model and task, keyed by content
-# (scripts/common/benchmarks.py), so runs that share a base score it once.
-from scripts.common.benchmarks import score_slice, unknown_harness_tasks
-from scripts.common.spec import short_hash as benchmark_hash
+# (scripts/compiler/benchmark_rules.py), so runs that share a base score it once.
+from scripts.compiler.benchmark_rules import score_slice, unknown_harness_tasks
+from scripts.compiler.spec import short_hash as benchmark_hash
 
 
 def _benchmark_targets():

@@ -1,6 +1,6 @@
 """Spec compiler glue: every spec in specs/ (or --config specs=a.yaml,b.yaml) becomes runs,
 each run's sections become content keys, and the functions below give rules their paths and
-their parameters (each step's slice from the step table, scripts/common/steps.py, as canonical
+their parameters (each step's slice from the step table, scripts/compiler/steps.py, as canonical
 JSON). Imports nothing heavy, and nothing from scripts/ outside scripts/common/."""
 
 import fcntl
@@ -17,16 +17,16 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from scripts.common.hub_sources import resolve_data
-from scripts.common.spec import SpecError, canonical_json, load_specs
-from scripts.common.steps import (
+from scripts.compiler.hub_sources import resolve_data
+from scripts.compiler.spec import SpecError, canonical_json, load_specs
+from scripts.compiler.steps import (
     PIECE_FOLDER,
     differing_values,
     export_pieces,
     run_steps,
     step_slices,
 )
-from scripts.common.trackers import TrackerError, choose_trackers
+from scripts.compiler.tracker_choice import TrackerError, choose_trackers
 
 
 def _spec_files():

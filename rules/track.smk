@@ -1,9 +1,9 @@
 # Experiment trackers: a runtime choice, never a spec key. `--config trackers=tensorboard,mlflow,wandb`
 # (or `trackers:` in a profile's config) adds one track_run job per run and tracker to the export
-# target; it logs post hoc what the build wrote (scripts/common/trackers.py), so switching a
+# target; it logs post hoc what the build wrote (scripts/tracking/), so switching a
 # tracker on or off reruns no other step. A local rule: an online tracker needs the network, which
 # the submitting host has and compute nodes may lack.
-from scripts.common.trackers import TRACKERS as TRACKER_NAMES
+from scripts.compiler.tracker_choice import TRACKERS as TRACKER_NAMES
 
 
 wildcard_constraints:

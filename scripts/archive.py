@@ -18,7 +18,7 @@ from pathlib import Path
 
 from scripts.common.cli import fail
 from scripts.common.files import atomic_write_bytes
-from scripts.common.lockfile import files_under, parse
+from scripts.publish.lockfile import files_under, parse
 
 PREFIX = "tunemake-archive"
 # The workflow code and what sets up its environment (not tests, benches, CI or docs).

@@ -21,13 +21,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from scripts.common.audit import CHECKS, IGNORE, audit
 from scripts.common.chat import load_tokenizer_files
 from scripts.common.cli import fail, json_arg, path_list
 from scripts.common.files import atomic_write_text, read_json
 from scripts.common.manifest import recorded_sha256, write_manifest
-from scripts.common.spec import SpecError, check_slice
-from scripts.common.token_arrays import without_pandas
+from scripts.compiler.spec import SpecError, check_slice
+from scripts.data.audit import CHECKS, IGNORE, audit
+from scripts.data.token_arrays import without_pandas
 
 MASK_OPEN, MASK_CLOSE = "⟪", "⟫"
 

@@ -20,7 +20,7 @@ from scripts.common.cli import fail, json_arg
 from scripts.common.files import atomic_write_json, read_jsonl
 from scripts.common.manifest import write_manifest
 from scripts.common.modeling import BASE_REF
-from scripts.common.spec import SpecError, check_slice
+from scripts.compiler.spec import SpecError, check_slice
 
 SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>"}
 
@@ -187,7 +187,7 @@ def from_run_model(parent_base: str, tuned: str, method: str, out: Path) -> tupl
 def parent_manifests(args) -> list[str]:
     """model.from_run's inputs as the manifests of the two folders it read (they hold the
     sha256 of every file), so that a manifest pins the exact run it started from."""
-    from scripts.common.steps import manifest_of
+    from scripts.compiler.steps import manifest_of
 
     found = [manifest_of(args.tuned), manifest_of(args.parent_base)]
     return [str(path) for path in found if path is not None]

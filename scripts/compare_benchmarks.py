@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scripts.common.benchmark_report import benchmark_table, report, rows
 from scripts.common.cli import fail, json_arg
 from scripts.common.files import atomic_write_json, atomic_write_text, read_json
 from scripts.common.manifest import write_manifest
+from scripts.common.report_text import benchmark_table, report, rows
 
 
 def parse_args(argv):

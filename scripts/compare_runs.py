@@ -17,11 +17,11 @@ import argparse
 import html
 import json
 
-from scripts.common.benchmark_report import with_benchmarks
 from scripts.common.cli import fail, json_arg
-from scripts.common.evaluation import cell, ordered
 from scripts.common.files import atomic_write_json, atomic_write_text, read_json
 from scripts.common.plots import pyplot, save_png
+from scripts.common.report_text import cell, with_benchmarks
+from scripts.evaluation.evaluation import ordered
 
 
 def comparison(reports: list[dict], diff: dict[str, dict]) -> dict:

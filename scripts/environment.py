@@ -13,7 +13,7 @@ import sys
 from importlib import metadata
 
 from scripts.common.files import atomic_write_json
-from scripts.common.spec import schema_errors
+from scripts.compiler.spec import schema_errors
 
 PACKAGES = (
     "torch",

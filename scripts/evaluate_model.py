@@ -6,7 +6,7 @@ better, what improved; validated against schemas/report.schema.json) and `summar
 
 Preference runs (train.objective not sft, read from the train manifest, on tokens with rejected
 responses) also get the log-probs of the chosen and rejected responses under both models and the
-tuned model's implicit DPO rewards against the base (scripts/common/preference_eval.py); their
+tuned model's implicit DPO rewards against the base (scripts/evaluation/preference_eval.py); their
 reference is the chosen response, so the text metrics score generations against it.
 
     python -m scripts.evaluate --spec-json "$(cat evaluate.json)" --method lora \
@@ -25,7 +25,12 @@ import time
 from pathlib import Path
 
 from scripts.common.cli import fail, json_arg, path_list
-from scripts.common.evaluation import (
+from scripts.common.files import atomic_write_json, atomic_write_text, jsonl_text, read_json
+from scripts.common.manifest import write_manifest
+from scripts.common.progress import Progress, batch_reporter
+from scripts.common.token_splits import load_split
+from scripts.compiler.spec import SpecError, check_slice, schema_errors
+from scripts.evaluation.evaluation import (
     build_report,
     loss_metrics,
     prediction_rows,
@@ -35,9 +40,7 @@ from scripts.common.evaluation import (
     text_metrics,
     wants_loss,
 )
-from scripts.common.files import atomic_write_json, atomic_write_text, jsonl_text, read_json
-from scripts.common.manifest import write_manifest
-from scripts.common.preference_eval import (
+from scripts.evaluation.preference_eval import (
     has_pairs,
     pair_beta,
     pair_scores,
@@ -45,9 +48,6 @@ from scripts.common.preference_eval import (
     response_examples,
     summed_logps,
 )
-from scripts.common.progress import Progress, batch_reporter
-from scripts.common.spec import SpecError, check_slice, schema_errors
-from scripts.common.token_splits import load_split
 
 PROGRESS: Progress | None = None  # the terminal progress lines (main sets it from --progress)
 
@@ -73,7 +73,7 @@ def select_rows(rows: list[dict], ev: dict) -> tuple[list[dict], list[int]]:
 
 def pair_logps(model, tokenizer, rows: list[dict], ev: dict) -> tuple[list[float], list[float]]:
     """Summed log-probs of each pair's chosen and of its rejected response under `model`."""
-    from scripts.common.generation import label_losses, pad_id_of
+    from scripts.evaluation.generation import label_losses, pad_id_of
 
     chosen, rejected = response_examples(rows)
     scored = label_losses(model, chosen + rejected, batch_size=ev["batch_size"], pad_id=pad_id_of(tokenizer))
@@ -85,7 +85,7 @@ def score_model(model, tokenizer, rows, generated, ev, timings, name, *, pairs=F
     """One model's report metrics, outputs ({row index: text}), per-row losses and, for
     preference pairs, its log-probs of the responses. scored=False: the log-probs only (the
     reference of the rewards when compare_base is off)."""
-    from scripts.common.generation import Decoding, generate, label_losses, mean_loss, pad_id_of
+    from scripts.evaluation.generation import Decoding, generate, label_losses, mean_loss, pad_id_of
 
     found: dict[str, float] = {}
     outputs: dict[int, str] = {}

@@ -29,8 +29,8 @@ from scripts.common.cli import fail, json_arg
 from scripts.common.files import atomic_write_json
 from scripts.common.manifest import write_manifest
 from scripts.common.modeling import base_generation_config, export_generation, training_tokenizer_dir
-from scripts.common.spec import SpecError, check_slice
-from scripts.common.steps import export_decoding
+from scripts.compiler.spec import SpecError, check_slice
+from scripts.compiler.steps import export_decoding
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # what tokenizer.save_pretrained writes, for fast and slow tokenizers of every family

@@ -1,5 +1,5 @@
 """Write the merged model as GGUF (one file per export.gguf type) with an Ollama Modelfile, and
-prove each file behaves like the merged safetensors model (scripts/common/gguf_parity.py).
+prove each file behaves like the merged safetensors model (scripts/gguf/parity.py).
 
 Reads the merged folder and the run's validation token shards; writes <out>/model-<type>.gguf,
 <out>/Modelfile and a manifest with the parity figures. Fails, writing nothing Snakemake keeps,
@@ -23,11 +23,12 @@ import time
 from pathlib import Path
 
 from scripts.common.cli import fail, json_arg
-from scripts.common.gguf_export import GGUFError, write_gguf
 from scripts.common.manifest import write_manifest
-from scripts.common.modelfile import RAW_TEMPLATE, go_template, modelfile
-from scripts.common.spec import SpecError, check_slice
-from scripts.common.steps import manifest_of
+from scripts.compiler.gguf_rules import GGUFError
+from scripts.compiler.spec import SpecError, check_slice
+from scripts.compiler.steps import manifest_of
+from scripts.gguf.modelfile import RAW_TEMPLATE, go_template, modelfile
+from scripts.gguf.writer import write_gguf
 
 
 def gguf_spec(given: dict) -> dict:
@@ -47,7 +48,7 @@ def special_tokens(folder: Path) -> dict:
 
 def ollama_modelfile(folder: Path, first_gguf: str, chat: bool, system: str | None) -> str:
     """The Modelfile: the chat template as a Go template for chat runs, the raw prompt else."""
-    from scripts.common.gguf_export import _chat_template
+    from scripts.gguf.writer import _chat_template
 
     special = special_tokens(folder)
     stops = [special["eos_token"]] if special["eos_token"] else []
@@ -90,7 +91,7 @@ def write_all(spec: dict, merged: Path, out: Path, run: str) -> dict:
 def check_all(spec: dict, merged: Path, out: Path, token_files: list[str], threads: int = 2) -> dict:
     import torch
 
-    from scripts.common import gguf_parity as P
+    from scripts.gguf import parity as P
 
     torch.set_num_threads(threads)
     reference, ref_tokenizer = P.load_reference(merged)
@@ -117,7 +118,7 @@ def main(argv=None):
         spec = gguf_spec(json_arg(args.spec_json))
         tensors = write_all(spec, Path(args.merged), out, args.run)
         written = time.time()
-        from scripts.common.gguf_parity import failures
+        from scripts.gguf.parity import failures
 
         token_files = json_arg(args.tokens)
         parity = check_all(spec, Path(args.merged), out, token_files, args.threads)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from scripts.common.cli import fail
 from scripts.common.files import atomic_write_text
-from scripts.common.lockfile import collect, render
 from scripts.common.manifest import git_commit
-from scripts.common.spec import SpecError, load_specs
+from scripts.compiler.spec import SpecError, load_specs
+from scripts.publish.lockfile import collect, render
 
 
 def build_lock(root: Path, spec_files: list[str], environment_json: Path) -> dict:

@@ -24,8 +24,8 @@ from pathlib import Path
 from scripts.common.cli import fail, json_arg
 from scripts.common.manifest import write_manifest
 from scripts.common.modeling import export_generation
-from scripts.common.spec import SpecError, check_slice
-from scripts.common.steps import export_decoding
+from scripts.compiler.spec import SpecError, check_slice
+from scripts.compiler.steps import export_decoding
 
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "chat_template.jinja")
 

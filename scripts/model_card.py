@@ -16,12 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from scripts.common.benchmark_report import benchmark_table
 from scripts.common.cli import json_arg
-from scripts.common.evaluation import preference_markdown
 from scripts.common.files import atomic_write_text, read_json
 from scripts.common.manifest import write_manifest
-from scripts.common.modelfile import run_locally_markdown
+from scripts.common.report_text import benchmark_table, preference_markdown, run_locally_markdown
 
 
 def benchmark_results(benchmarks: dict | None) -> list:

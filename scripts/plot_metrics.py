@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import math
 
-from scripts.common.benchmark_report import with_benchmarks
 from scripts.common.cli import fail
-from scripts.common.evaluation import ordered
 from scripts.common.files import read_json
 from scripts.common.plots import pyplot, save_png
+from scripts.common.report_text import with_benchmarks
+from scripts.evaluation.evaluation import ordered
 
 COLUMNS = 4
 COLORS = {"base": "#9e9e9e", "tuned": "#1f77b4"}

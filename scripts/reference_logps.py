@@ -22,7 +22,7 @@ import time
 
 from scripts.common.cli import fail, json_arg, path_list
 from scripts.common.manifest import write_manifest
-from scripts.common.spec import apply_defaults, section_schema
+from scripts.compiler.spec import apply_defaults, section_schema
 
 SLICE_KEYS = {"precision", "threads", "qlora"}
 
@@ -58,7 +58,7 @@ def reference_rows(split_ids: dict, values: dict) -> list[dict]:
 def training_arguments(precision: str, out_dir: str) -> dict:
     import torch
 
-    from scripts.common.preference_training import REFERENCE_BATCH
+    from scripts.training.preference_training import REFERENCE_BATCH
 
     return dict(
         output_dir=out_dir,
@@ -97,9 +97,9 @@ def main(argv=None):
 
     from scripts.common.files import atomic_write_bytes
     from scripts.common.modeling import load_tokenizer, pin_threads
-    from scripts.common.preference_training import REFERENCE_BATCH, preference_dataset, preference_table
-    from scripts.common.steps import manifest_of
-    from scripts.common.trainable import load_trainable_model, resolve_precision
+    from scripts.compiler.steps import manifest_of
+    from scripts.training.preference_training import REFERENCE_BATCH, preference_dataset, preference_table
+    from scripts.training.trainable import load_trainable_model, resolve_precision
 
     pin_threads(spec["threads"], 0)
     os.environ["TQDM_DISABLE"] = "1"  # TRL's precompute bar: a line per batch in the log
@@ -119,7 +119,7 @@ def main(argv=None):
         "gradient_checkpointing": False,
     }
     model = load_trainable_model(args.base, as_trained, precision, adapter=False)
-    from scripts.common.preference_training import reference_logprobs
+    from scripts.training.preference_training import reference_logprobs
 
     with tempfile.TemporaryDirectory() as scratch:
         train_values, eval_values = reference_logprobs(

@@ -19,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.common.benchmarks import is_local, task_name
 from scripts.common.cli import fail, json_arg
 from scripts.common.files import atomic_write_json
 from scripts.common.manifest import write_manifest
+from scripts.compiler.benchmark_rules import is_local, task_name
 
 
 def harness_arguments(spec: dict, model: str, device: str) -> dict:

@@ -5,7 +5,7 @@ content is new (so unchanged shards keep their timestamps and are not rebuilt do
 and a manifest listing the current shards; removes the raw and cleaned shards it no longer
 names, and writes the bounded sample a built model's tokenizer trains on. JSONL sources are read in content-defined chunks
 whose results are cached under `--cache-dir`, so a rerun after editing one record parses one
-chunk and rebuilds only the shards that chunk's records fall in (scripts/common/shard_state.py).
+chunk and rebuilds only the shards that chunk's records fall in (scripts/data/shard_state.py).
 
     python -m scripts.shard_data --spec-json "$(cat data.json)" --shard-dir results/data/KEY/raw \
         --manifest results/data/KEY/raw.manifest.json --cache-dir results/data/KEY/cache
@@ -22,12 +22,12 @@ from pathlib import Path
 
 from scripts.common.cli import fail, json_arg
 from scripts.common.files import atomic_write_text, hashes_remembered, sha256_file
-from scripts.common.hub_sources import HubError, resolve_data, source_paths
 from scripts.common.manifest import write_manifest
-from scripts.common.records import SourceError
-from scripts.common.shard_state import applies, forget, incremental_shards, keep_replaced, merged_lines
-from scripts.common.sharding import read_all, shard_texts, source_files, tokenizer_sample
-from scripts.common.spec import SpecError, check_slice
+from scripts.compiler.hub_sources import HubError, resolve_data, source_paths
+from scripts.compiler.spec import SpecError, check_slice
+from scripts.data.shard_state import applies, forget, incremental_shards, keep_replaced, merged_lines
+from scripts.data.sharding import read_all, shard_texts, source_files, tokenizer_sample
+from scripts.data.source_rows import SourceError
 
 
 def parse_args(argv):

@@ -2,7 +2,7 @@
 
 With `--data-json` (the data section), the input is a raw shard of shard_data: its records are
 cleaned first (empty, too short, too long and duplicate records dropped and counted by reason,
-each kept record given its split; scripts/common/cleaning.py), in the same process, so a shard
+each kept record given its split; scripts/data/cleaning.py), in the same process, so a shard
 costs one job. Without it, the records are taken as they are (each with its split).
 Text: trained whole. Prompt/completion: the prompt is tokenized with the tokenizer's special
 tokens (BOS), the completion without; EOS is appended and kept as a label. Chat: rendered with
@@ -12,7 +12,7 @@ boundary. Every text of the shard goes through one batched call of the Rust toke
 template that fails or runs past its budget ends the step naming the template (inline, its file
 or the tokenizer's), the record (line in the shard and id) and the reason. With `--previous`
 (shard_data's map of rebuilt shards to the ones they replace), the rows of unchanged records
-come from the replaced shard's tokens (scripts/common/token_reuse.py): an edit tokenizes what
+come from the replaced shard's tokens (scripts/data/token_reuse.py): an edit tokenizes what
 it changed.
 
     python -m scripts.tokenize_shard --spec-json "$(cat tokenize.json)" --data-json "$(cat data.json)" \
@@ -30,20 +30,20 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from scripts.common.audit import audit
 from scripts.common.chat import TemplateError, chat_segments, compile_template, load_tokenizer_files
-from scripts.common.cleaning import clean_records
 from scripts.common.cli import fail, json_arg
 from scripts.common.manifest import write_manifest
-from scripts.common.spec import SpecError, check_slice
-from scripts.common.token_arrays import (
+from scripts.compiler.spec import SpecError, check_slice
+from scripts.data.audit import audit
+from scripts.data.cleaning import clean_records
+from scripts.data.token_arrays import (
     assemble_arrays,
     prompt_completion_columns,
     token_table,
     without_pandas,
     write_parquet,
 )
-from scripts.common.token_reuse import merge_rows, previous_files, reuse_plan
+from scripts.data.token_reuse import merge_rows, previous_files, reuse_plan
 
 IGNORE = -100
 COLUMNS = ("id", "split", "input_ids", "labels", "prompt_length", "prompt", "reference")
@@ -249,7 +249,7 @@ def tokenize_whole(lines, numbers, data, tok, tokenizer, source, name):
 
 def tokenize_reusing(args, lines, data, tok, tokenizer, source, name):
     """tokenize_whole's result plus the rows reused, where the shard replaces an earlier version
-    (scripts/common/token_reuse.py): its unchanged lines are neither parsed nor tokenized again.
+    (scripts/data/token_reuse.py): its unchanged lines are neither parsed nor tokenized again.
     None: no earlier version, or a record fails (tokenized whole, so the message names its line)."""
     previous = previous_files(args.previous, args.input, args.out)
     if not previous:

@@ -24,14 +24,13 @@ from pathlib import Path
 
 import yaml
 
-from scripts.common.benchmark_report import with_benchmarks
 from scripts.common.cli import fail, json_arg
 from scripts.common.files import read_json, read_jsonl
 from scripts.common.manifest import write_manifest
-from scripts.common.trackers import (
-    PACKAGES,
+from scripts.common.report_text import with_benchmarks
+from scripts.compiler.tracker_choice import PACKAGES, TRACKERS
+from scripts.tracking.trackers import (
     PROJECT,
-    TRACKERS,
     Record,
     build_record,
     mlflow_uri,
@@ -73,7 +72,7 @@ def spec_texts(spec: dict, keys: dict) -> dict[str, str]:
 
 def log_to(tracker: str, record: Record, out: Path) -> dict:
     """Hand the record to one tracker's writer (imported here: only its package is loaded)."""
-    from scripts.common import tracker_writers
+    from scripts.tracking import writers as tracker_writers
 
     if tracker == "tensorboard":
         return tracker_writers.write_tensorboard(record, out)

@@ -3,7 +3,7 @@
 Checkpoints go to a work folder keyed by the train step's content key (outside the declared
 outputs, which Snakemake deletes before a job runs); a rerun resumes from the newest complete
 checkpoint there. Writes the model (or adapter, with the tokenizer beside it), a JSONL
-training log and a manifest. With --nproc or --nodes above 1 it restarts itself under torchrun (scripts/common/launch.py).
+training log and a manifest. With --nproc or --nodes above 1 it restarts itself under torchrun (scripts/training/launch.py).
 
     python -m scripts.train_model --spec-json "$(cat train.json)" --base results/models/KEY/model \
         --tokens tokens/*.parquet --work-dir results/work/train/KEY \
@@ -21,7 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.common.checkpoints import (
+from scripts.common.cli import fail, json_arg, path_list
+from scripts.common.files import atomic_write_text, jsonl_text, read_jsonl
+from scripts.common.manifest import write_manifest
+from scripts.common.progress import Progress, train_progress_callback, worker_args
+from scripts.common.token_splits import load_split
+from scripts.compiler.spec import SpecError, apply_defaults, check_slice, section_schema
+from scripts.training.checkpoints import (
     INPUTS_FILE,
     inputs_fingerprint,
     is_final,
@@ -30,14 +36,8 @@ from scripts.common.checkpoints import (
     trained_from,
     trim_log,
 )
-from scripts.common.cli import fail, json_arg, path_list
-from scripts.common.files import atomic_write_text, jsonl_text, read_jsonl
-from scripts.common.launch import is_worker, relaunch
-from scripts.common.manifest import write_manifest
-from scripts.common.progress import Progress, train_progress_callback, worker_args
-from scripts.common.spec import SpecError, apply_defaults, check_slice, section_schema
-from scripts.common.token_splits import load_split
-from scripts.common.trainable import load_trainable_model, lora_config, resolve_precision
+from scripts.training.launch import is_worker, relaunch
+from scripts.training.trainable import load_trainable_model, lora_config, resolve_precision
 
 LORA_LR_RANGE = (1e-5, 1e-3)
 
@@ -152,11 +152,11 @@ def datasets(tokens, train: dict):
 
 
 def preference_datasets(tokens, train: dict, reference: str | None = None):
-    """(train pairs, validation pairs or None) for DPO (scripts/common/preference_training.py),
+    """(train pairs, validation pairs or None) for DPO (scripts/training/preference_training.py),
     with the reference log-probs of the reference_logps step when `reference` names its file."""
     import pyarrow.parquet as pq
 
-    from scripts.common.preference_training import ReferenceError
+    from scripts.training.preference_training import ReferenceError
 
     table = pq.read_table(reference) if reference else None
     try:
@@ -166,7 +166,7 @@ def preference_datasets(tokens, train: dict, reference: str | None = None):
 
 
 def _preference_splits(tokens, train: dict, reference):
-    from scripts.common.preference_training import preference_dataset
+    from scripts.training.preference_training import preference_dataset
 
     train_set = preference_dataset(tokens, "train", reference)
     if train_set is None:
@@ -179,14 +179,14 @@ def _preference_splits(tokens, train: dict, reference):
     return train_set, eval_set
 
 
-OTHER_OBJECTIVES = ("orpo", "simpo", "kto")  # scripts/common/preference_objectives.py
+OTHER_OBJECTIVES = ("orpo", "simpo", "kto")  # scripts/training/preference_objectives.py
 # objectives whose trainer adds the LoRA adapter itself (the reference is the adapter disabled)
 TRAINER_ADAPTER = ("dpo", "kto", "grpo")
 
 
 def prompt_datasets(tokens):
-    """(train prompts, None) for grpo: {prompt, prompt_ids, reference} rows (scripts/common/grpo.py)."""
-    from scripts.common.grpo import prompt_dataset
+    """(train prompts, None) for grpo: {prompt, prompt_ids, reference} rows (scripts/training/grpo.py)."""
+    from scripts.training.grpo import prompt_dataset
 
     train_set = prompt_dataset(tokens, "train")
     if train_set is None:
@@ -196,7 +196,7 @@ def prompt_datasets(tokens):
 
 def objective_datasets(tokens, train: dict):
     """(train rows, validation rows or None) for orpo, simpo or kto: pairs, or KTO examples."""
-    from scripts.common.preference_objectives import split_dataset
+    from scripts.training.preference_objectives import split_dataset
 
     train_set = split_dataset(tokens, "train", train["objective"])
     if train_set is None:
@@ -314,7 +314,7 @@ def main(argv=None):
     from trl import SFTTrainer
 
     from scripts.common.modeling import load_tokenizer, pin_threads
-    from scripts.common.train_log import make_callbacks
+    from scripts.training.train_log import make_callbacks
 
     pin_threads(train["threads"], train["seed"])
     dpo = train["objective"] == "dpo"
@@ -349,19 +349,19 @@ def main(argv=None):
         train["early_stopping_threshold"],
     ) + [train_progress_callback(Progress(args.run, args.progress))]
     if dpo:
-        from scripts.common.preference_training import dpo_trainer
+        from scripts.training.preference_training import dpo_trainer
 
         lora = None if train["method"] == "full" else lora_config(train)
         shared = shared_args(train, str(work), precision, accumulation)
         trainer = dpo_trainer(model, lora, shared, train["dpo"], train_set, eval_set, tokenizer, callbacks)
     elif train["objective"] in OTHER_OBJECTIVES:
-        from scripts.common.preference_objectives import objective_trainer
+        from scripts.training.preference_objectives import objective_trainer
 
         lora = None if train["method"] == "full" else lora_config(train)
         shared = shared_args(train, str(work), precision, accumulation)
         trainer = objective_trainer(model, lora, shared, train, train_set, eval_set, tokenizer, callbacks)
     elif train["objective"] == "grpo":
-        from scripts.common.grpo import grpo_trainer
+        from scripts.training.grpo import grpo_trainer
 
         lora = None if train["method"] == "full" else lora_config(train)
         shared = shared_args(train, str(work), precision, accumulation)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from scripts.common.cli import fail
 from scripts.common.files import sha256_file
-from scripts.common.lockfile import code_digest, compare, environment_differences, parse, rebuilt
-from scripts.common.steps import STEP_ORDER
+from scripts.compiler.steps import STEP_ORDER
+from scripts.publish.lockfile import code_digest, compare, environment_differences, parse, rebuilt
 
 # What a clean copy needs besides the specs and data sources (profiles/default: the same
 # command-line defaults as here; tasks/: the local lm-eval tasks a spec may score).

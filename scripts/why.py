@@ -2,7 +2,7 @@
 
 The last-built state comes from the manifests themselves: each records its spec slice and
 the files it read, and the manifest of any file is found from its path (`X.manifest.json`
-beside `X`). A step reruns when its slice in the step table (scripts/common/steps.py, the
+beside `X`). A step reruns when its slice in the step table (scripts/compiler/steps.py, the
 table the rules read too) differs from the one in its manifest, when its data sources
 changed, or when a step it reads reruns.
 
@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from scripts.common.files import sha256_file
-from scripts.common.hub_sources import HubError, resolve_data
-from scripts.common.spec import SpecError, load_specs
-from scripts.common.steps import RUN_MANIFESTS, STANDS_FOR, downstream, manifest_of, run_steps, step_slices
+from scripts.compiler.hub_sources import HubError, resolve_data
+from scripts.compiler.spec import SpecError, canonical_json, load_specs
+from scripts.compiler.steps import RUN_MANIFESTS, STANDS_FOR, downstream, manifest_of, run_steps, step_slices
 
 
 def diff(old, new, prefix: str) -> list[str]:
@@ -111,20 +113,27 @@ def changed_sources(shards_manifest: dict) -> list[str]:
 
 def reshard(data: dict, shards_manifest: dict, sample_file: str | None) -> tuple[list[str], bool]:
     """The shards that a re-shard of the current sources would replace, and whether the
-    tokenizer sample would change (read-only: the sources are read without the chunk cache)."""
-    from scripts.common.records import SourceError
-    from scripts.common.sharding import read_all, shard_texts, tokenizer_sample
-
-    try:
-        buckets, *_ = read_all(data, cache=None, hub=resolve_data(data))
-    except (SourceError, HubError) as exc:
-        return [f"the data cannot be sharded: {exc}"], True
-    new = {digest for digest, _, _ in shard_texts(buckets)}
+    tokenizer sample would change: shard_data itself runs on the current sources into a scratch
+    folder (no chunk cache), and its manifest and sample are compared with the built ones."""
+    with tempfile.TemporaryDirectory(prefix="tunemake-why-") as scratch:
+        out = Path(scratch)
+        proc = subprocess.run(
+            [sys.executable, "-m", "scripts.shard_data", "--spec-json", canonical_json(data)]
+            + ["--shard-dir", str(out / "shards"), "--manifest", str(out / "shards.manifest.json")]
+            + ["--tokenizer-sample", str(out / "sample.jsonl")],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            reason = proc.stderr.strip().splitlines()
+            return [f"the data cannot be sharded: {reason[-1] if reason else proc.returncode}"], True
+        new = {s["hash"] for s in json.loads((out / "shards.manifest.json").read_text())["details"]["shards"]}
+        resampled = (out / "sample.jsonl").read_text()
     old = {s["hash"] for s in shards_manifest["details"]["shards"]}
     lines = [f"data shard {h} removed" for h in sorted(old - new)]
     lines += [f"data shard {h} added" for h in sorted(new - old)]
     sample = Path(sample_file) if sample_file else None
-    same = bool(sample and sample.is_file() and sample.read_text() == tokenizer_sample(buckets, data))
+    same = bool(sample and sample.is_file() and sample.read_text() == resampled)
     if sample_file and not same:
         lines.append("tokenizer sample changed (a built model retrains its tokenizer)")
     return lines, not same

@@ -1,5 +1,6 @@
 """The shape the design promises: steps meet only through files (no script imports another
-script; the rules import only scripts/common/), and each step has one word, shared by its rule,
+script; the rules import only the compiler), a step's body lives in its stage package, and each
+step has one word, shared by its rule,
 its script, its log, its manifest's `step`, its manifest schema and the step table."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import json
 import re
 from pathlib import Path
 
-from scripts.common.steps import READS, STEP_ORDER
+from scripts.compiler.steps import READS, STEP_ORDER
 
 REPO = Path(__file__).resolve().parents[1]
 STEP_SCRIPTS = sorted(p.stem for p in (REPO / "scripts").glob("*.py") if p.stem != "__init__")
@@ -40,17 +41,104 @@ def test_no_script_imports_another_script():
     assert offenders == {}
 
 
-def test_the_dag_imports_only_scripts_common():
+# Stage packages and the entry scripts that may import them: a step's whole body is in its stage's
+# folder. scripts/compiler/ (the spec compiler, imported by the DAG) and scripts/common/ (what
+# several stages share) are imported by everyone.
+STAGES = {
+    "data": {"shard_data", "tokenize_shard", "audit_data"},
+    "training": {"train_model", "reference_logps"},
+    "evaluation": {"evaluate_model", "compare_runs", "plot_metrics"},
+    "gguf": {"export_gguf"},
+    "publish": {"lock", "verify", "archive"},
+    "tracking": {"track_run"},
+}
+SHARED = {"compiler", "common"}
+PACKAGES = sorted(p.name for p in (REPO / "scripts").iterdir() if (p / "__init__.py").is_file())
+
+
+def module_of(path: Path) -> str:
+    return ".".join(path.relative_to(REPO).with_suffix("").parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """scripts module -> the scripts modules it imports (at any depth of its code)."""
+    names = {module_of(p) for p in (REPO / "scripts").rglob("*.py") if p.stem != "__init__"}
+    graph = {}
+    for path in sorted((REPO / "scripts").rglob("*.py")):
+        if path.stem != "__init__":
+            graph[module_of(path)] = {m for m in imported_modules(path.read_text()) if m in names}
+    return graph
+
+
+def test_every_package_is_a_stage_or_shared():
+    assert set(PACKAGES) == set(STAGES) | SHARED
+    for stage, entries in STAGES.items():
+        assert entries <= set(STEP_SCRIPTS), stage
+
+
+def test_a_stage_package_is_imported_only_by_its_own_entry_scripts():
+    offenders = []
+    for module, imports in import_graph().items():
+        parts = module.split(".")
+        own = parts[1] if len(parts) == 3 else None  # scripts.<package>.<module>
+        for imported in imports:
+            stage = imported.split(".")[1]
+            if stage in SHARED or stage == own:
+                continue
+            if own is None and parts[1] in STAGES.get(stage, ()):
+                continue
+            offenders.append((module, imported))
+    assert offenders == []
+
+
+def test_the_compiler_imports_only_itself_and_common_imports_no_stage():
+    for module, imports in import_graph().items():
+        package = module.split(".")[1]
+        if package == "compiler":  # compile-time checks are imported by the writers, never the reverse
+            assert all(m.startswith("scripts.compiler.") for m in imports), (module, imports)
+        if package == "common":
+            assert all(m.split(".")[1] in SHARED for m in imports), (module, imports)
+
+
+def test_no_import_circles():
+    graph = import_graph()
+    state: dict[str, int] = {}
+
+    def visit(module, path):
+        state[module] = 1
+        for nxt in graph.get(module, ()):
+            if state.get(nxt) == 1:
+                raise AssertionError(" -> ".join([*path, nxt]))
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[module] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [module])
+
+
+def test_the_dag_imports_only_the_compiler():
     for path in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
         lines = [line.strip() for line in path.read_text().splitlines()]
         imports = [line for line in lines if re.match(r"(from|import) scripts", line)]
-        assert all(line.startswith("from scripts.common.") for line in imports), (path.name, imports)
+        assert all(line.startswith("from scripts.compiler.") for line in imports), (path.name, imports)
+
+
+def test_tests_import_no_tests():
+    """Shared fixtures live in fixture modules (tests/*_fixtures.py, hub_*.py), not in test modules."""
+    offenders = {}
+    for path in sorted((REPO / "tests").glob("test_*.py")):
+        imported = {m for m in imported_modules(path.read_text()) if m.startswith("tests.test_")}
+        if imported:
+            offenders[path.name] = sorted(imported)
+    assert offenders == {}
 
 
 def test_the_import_check_catches_a_script_importing_a_script():
     assert step_scripts_imported(imported_modules("from scripts.shard_data import main")) == {"shard_data"}
     assert step_scripts_imported(imported_modules("from scripts import merge_model")) == {"merge_model"}
-    assert step_scripts_imported(imported_modules("from scripts.common.steps import READS")) == set()
+    assert step_scripts_imported(imported_modules("from scripts.compiler.steps import READS")) == set()
 
 
 def rules() -> dict[str, str]:

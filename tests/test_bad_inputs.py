@@ -253,7 +253,7 @@ def refuse_specs(names: list[str], out: str) -> None:
         raise TimeoutError(f"not refused within {TIME_LIMIT} s")
 
     signal.signal(signal.SIGALRM, alarm)
-    from scripts.common.spec import SpecError, load_specs
+    from scripts.compiler.spec import SpecError, load_specs
 
     results = {}
     for name in names:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts.common.benchmark_report import with_benchmarks
+from scripts.common.report_text import with_benchmarks
 from tests.workflow_fixtures import copy_workflow, jobs_run, snakemake
 
 SPEC = "specs/bench.yaml"
@@ -192,7 +192,7 @@ def test_missing_task_or_unknown_name_fails_before_any_job(tmp_path):
 def test_a_harness_name_plans_its_jobs_up_to_the_network():
     """examples/qwen_chat_lora.yaml names arc_easy and hellaswag: the scan of the installed
     harness finds them without loading its index (tests/test_examples.py dry-runs the spec)."""
-    from scripts.common.benchmarks import unknown_harness_tasks
+    from scripts.compiler.benchmark_rules import unknown_harness_tasks
 
     assert unknown_harness_tasks([("x.yaml", 0, "arc_easy"), ("x.yaml", 1, "hellaswag")]) == []
 

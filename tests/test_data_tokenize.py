@@ -13,7 +13,7 @@ import pytest
 from scripts import audit_data, tokenize_shard
 from scripts.common.chat import load_tokenizer_files
 from scripts.common.files import jsonl_text
-from scripts.common.spec import artifact_keys, check_slice, load_spec_file
+from scripts.compiler.spec import artifact_keys, check_slice, load_spec_file
 
 FIXTURES = Path(__file__).parent / "data"
 TEMPLATE = (FIXTURES / "chat_template.jinja").read_text()

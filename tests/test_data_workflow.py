@@ -34,7 +34,7 @@ def write_source(path, count: int) -> list[str]:
 
 def build_local_model(folder, texts) -> None:
     from scripts.base_model import build_model_from_config, train_tokenizer
-    from scripts.common.spec import check_slice
+    from scripts.compiler.spec import check_slice
 
     build = check_slice("model", {"build": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}})["build"]
     tokenizer = train_tokenizer(texts, 300)

@@ -11,8 +11,8 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from scripts.common import evaluation as E
-from scripts.common.spec import SpecError, check_slice, schema_errors
+from scripts.compiler.spec import SpecError, check_slice, schema_errors
+from scripts.evaluation import evaluation as E
 
 PREDS = ["the cat sat on the mat", "#### 42", "two four", "a b c"]
 REFS = ["the cat is on the mat", "so the answer is #### 42", "two four", "x y z"]
@@ -225,7 +225,7 @@ PROMPTS = [
 
 
 def test_batched_left_padded_generation_equals_one_at_a_time(tiny_model):
-    from scripts.common.generation import Decoding, generate_ids
+    from scripts.evaluation.generation import Decoding, generate_ids
 
     one = generate_ids(
         tiny_model, FakeTokenizer(), PROMPTS, Decoding(max_new_tokens=6, batch_size=1, stop_at_eos=False)
@@ -238,7 +238,7 @@ def test_batched_left_padded_generation_equals_one_at_a_time(tiny_model):
 
 
 def test_sampling_is_seeded(tiny_model):
-    from scripts.common.generation import Decoding, generate_ids
+    from scripts.evaluation.generation import Decoding, generate_ids
 
     sample = Decoding(
         max_new_tokens=8, batch_size=3, do_sample=True, temperature=1.5, stop_at_eos=False, seed=7
@@ -250,7 +250,7 @@ def test_sampling_is_seeded(tiny_model):
 
 
 def test_stop_at_eos_cuts_at_the_first_eos():
-    from scripts.common.generation import cut_at_eos, length_batches
+    from scripts.evaluation.generation import cut_at_eos, length_batches
 
     assert cut_at_eos([5, 6, 2, 7, 2], [2]) == [5, 6]
     assert cut_at_eos([5, 6], [2, 3]) == [5, 6]
@@ -260,7 +260,7 @@ def test_stop_at_eos_cuts_at_the_first_eos():
 def test_label_losses_match_the_model_loss(tiny_model):
     import torch
 
-    from scripts.common.generation import label_losses, mean_loss
+    from scripts.evaluation.generation import label_losses, mean_loss
 
     examples = [(p + [3, 4, 2], [-100] * len(p) + [3, 4, 2]) for p in PROMPTS]
     losses = label_losses(tiny_model, examples, batch_size=4, pad_id=0)
@@ -321,7 +321,7 @@ def built(tmp_path_factory):
         for i in range(10, 40)
     ]
     records.append({"id": "9999", "split": "validation", "text": "plain text is scored by loss only"})
-    from scripts.common.sharding import tokenizer_text
+    from scripts.data.sharding import tokenizer_text
 
     sample = root / "tokenizer_sample.jsonl"  # as shard_data writes it: training records, id order
     train = [{"id": r["id"], "text": tokenizer_text(r)} for r in records if r["split"] == "train"]

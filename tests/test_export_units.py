@@ -13,8 +13,8 @@ import yaml
 from scripts import export_adapter, export_model, model_card, push_to_hub
 from scripts.common.chat import TemplateError, template_sha256, tokens_chat_template
 from scripts.common.modeling import export_generation, generation_ids
-from scripts.common.spec import SpecError, check_slice, load_specs
-from scripts.common.steps import step_slices
+from scripts.compiler.spec import SpecError, check_slice, load_specs
+from scripts.compiler.steps import step_slices
 from scripts.merge_model import merge_spec
 from scripts.smoke_test import continuation, verdict
 from tests.workflow_fixtures import REPO

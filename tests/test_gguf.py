@@ -13,9 +13,9 @@ import shutil
 import pytest
 import yaml
 
-from scripts.common.gguf_export import GGUFError, llama_cpp_pre
-from scripts.common.modelfile import RAW_TEMPLATE, go_template, render_go, render_jinja
-from scripts.common.spec import SpecError, load_specs
+from scripts.compiler.gguf_rules import GGUFError, llama_cpp_pre
+from scripts.compiler.spec import SpecError, load_specs
+from scripts.gguf.modelfile import RAW_TEMPLATE, go_template, render_go, render_jinja
 
 DATA = "data/demo/spell_digits.jsonl"
 SMOKE = [{"prompt": "Spell 9051:", "expected": "nine zero five one"}, {"prompt": "Spell 66:"}]
@@ -175,8 +175,8 @@ def test_f32_is_the_safetensors_model_and_q8_0_nearly(exported):
 
 @pytest.mark.slow
 def test_a_truncated_or_corrupted_gguf_fails_the_parity_step(demo_model, tmp_path):
-    from scripts.common.gguf_parity import failures
     from scripts.export_gguf import check_all, gguf_spec, write_all
+    from scripts.gguf.parity import failures
 
     _, merged, shard = demo_model
     spec = gguf_spec(
@@ -220,7 +220,7 @@ def demo_with(tmp_path, model: dict | None = None, **export) -> str:
 
 
 def test_the_demo_with_gguf_compiles_and_adds_the_step(tmp_path):
-    from scripts.common.steps import run_steps, step_slices
+    from scripts.compiler.steps import run_steps, step_slices
 
     (run,) = load_specs([demo_with(tmp_path, gguf={"types": ["f32", "q8_0"]})])
     assert "export_gguf" in run_steps(run.sections)
@@ -286,7 +286,7 @@ def test_the_modelfile_template_renders_a_chat_record_as_training_did(tokenizer_
 
 @pytest.mark.slow
 def test_the_export_folder_and_the_model_card_carry_the_gguf_files(exported, tmp_path):
-    from scripts.common.modelfile import run_locally_markdown
+    from scripts.common.report_text import run_locally_markdown
     from scripts.export_model import layout
 
     out, manifest = exported
@@ -304,8 +304,8 @@ def test_a_gpt2_style_tokenizer_is_written_as_gpt2_and_reloads_exactly(tmp_path)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from scripts.common import gguf_parity as P
-    from scripts.common.gguf_export import write_gguf
+    from scripts.gguf import parity as P
+    from scripts.gguf.writer import write_gguf
 
     records = demo_records()
     tok = Tokenizer(models.BPE())

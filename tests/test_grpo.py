@@ -18,15 +18,15 @@ import textwrap
 import pytest
 import yaml
 
-from scripts.common.grpo import (
+from scripts.compiler.grpo_rules import term_names
+from scripts.compiler.spec import SpecError, artifact_keys, load_spec_file
+from scripts.training.grpo import (
     format_scores,
     length_scores,
     metric_scores,
     reward_functions,
     total_rewards,
 )
-from scripts.common.grpo_rules import term_names
-from scripts.common.spec import SpecError, artifact_keys, load_spec_file
 from tests.workflow_fixtures import REPO, copy_workflow, jobs_run, snakemake
 
 # chrF of "abc" against "abcd" by hand (sacrebleu's defaults: character orders 1..6, beta 2,
@@ -390,7 +390,7 @@ def test_killed_grpo_training_resumes_to_the_same_weights(chain, monkeypatch):
     import subprocess
     from pathlib import Path
 
-    from scripts.common.spec import load_specs
+    from scripts.compiler.spec import load_specs
     from tests.workflow_fixtures import kill_at_first_checkpoint
 
     spec = yaml.safe_load((chain / "specs/grpo.yaml").read_text())

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from scripts import shard_data
-from scripts.common import hub_sources
-from scripts.common.spec import SpecError, artifact_keys, load_specs
+from scripts.compiler import hub_sources
+from scripts.compiler.spec import SpecError, artifact_keys, load_specs
 from tests.hub_datasets import REPO, build_cache, move_ref
 from tests.workflow_fixtures import REPO as WORKFLOW
 from tests.workflow_fixtures import copy_workflow, jobs_run, snakemake
@@ -73,7 +73,7 @@ def test_a_pinned_revision_resolves_from_the_cache_and_keys_the_data(hub_env, tm
 
 def test_file_sources_keep_their_keys(tmp_path):
     """A spec without hub sources hashes as before this feature (no rebuild on upgrade)."""
-    from scripts.common.spec import short_hash
+    from scripts.compiler.spec import short_hash
 
     (run,) = load_specs([WORKFLOW / "specs" / "demo.yaml"])
     assert run.keys["data"] == short_hash({"data": run.sections["data"]})

@@ -157,7 +157,7 @@ def test_an_sft_edit_reruns_the_dpo_runs_only_when_it_reaches_them(chain):
 
 
 def train_key(workdir) -> str:
-    from scripts.common.spec import load_specs
+    from scripts.compiler.spec import load_specs
 
     runs = {run.name: run for run in load_specs(sorted((workdir / "specs").glob("*.yaml")))}
     return runs["dpo_resume"].keys["train"]

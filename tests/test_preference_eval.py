@@ -1,4 +1,4 @@
-"""Evaluation of preference runs (scripts/common/preference_eval.py): the log-probs of the chosen
+"""Evaluation of preference runs (scripts/evaluation/preference_eval.py): the log-probs of the chosen
 and rejected responses under the base and the tuned model, the tuned model's implicit DPO rewards,
 and where a user reads them (report.json, summary.md, the compare table, the model card); the
 regex_match metric and the demo's style pairs (scripts/make_demo_data.py --pairs)."""
@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from scripts import compare_runs, make_demo_data, model_card, plot_metrics
-from scripts.common import preference_eval as P
-from scripts.common.evaluation import build_report, summary_markdown
 from scripts.common.metrics import compute_metrics, regex_match, regex_match_per_example
-from scripts.common.spec import SpecError, check_slice, schema_errors
+from scripts.compiler.spec import SpecError, check_slice, schema_errors
+from scripts.evaluation import preference_eval as P
+from scripts.evaluation.evaluation import build_report, summary_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 

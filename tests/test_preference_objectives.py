@@ -309,7 +309,7 @@ PLAIN_SOURCE = [
     ],
 )
 def test_bad_combinations_fail_at_dag_build_time(tmp_path, edits, expected):
-    from scripts.common.spec import SpecError, load_specs
+    from scripts.compiler.spec import SpecError, load_specs
 
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(demo_spec(**edits), sort_keys=False))
@@ -322,7 +322,7 @@ def test_bad_combinations_fail_at_dag_build_time(tmp_path, edits, expected):
     [("orpo", PAIR_SOURCE), ("simpo", PAIR_SOURCE), ("kto", PAIR_SOURCE), ("kto", LABEL_SOURCE)],
 )
 def test_each_objective_accepts_its_shapes_with_its_block_defaulted(tmp_path, objective, sources):
-    from scripts.common.spec import load_specs
+    from scripts.compiler.spec import load_specs
     from scripts.train_model import load_train_slice
 
     path = tmp_path / "exp.yaml"

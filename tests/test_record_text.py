@@ -7,16 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from scripts.common.records import (
-    SourceError,
+from scripts.data.records import (
     collapse_spaces,
-    iter_rows,
     map_fields,
     normalize_record,
     normalize_text,
     record_id,
     record_texts,
 )
+from scripts.data.source_rows import SourceError, iter_rows
 
 FIXTURES = Path(__file__).parent / "data"
 ALPACA_FIELDS = {"instruction": "instruction", "input": "input", "output": "output"}

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from scripts import shard_data
-from scripts.common.cleaning import clean_records
-from scripts.common.records import collapse_spaces, normalize_text
-from scripts.common.spec import SpecError, check_slice, load_spec_file
+from scripts.compiler.spec import SpecError, check_slice, load_spec_file
+from scripts.data.cleaning import clean_records
+from scripts.data.records import collapse_spaces, normalize_text
 
 FIXTURES = Path(__file__).parent / "data"
 PC = {"prompt": "prompt", "completion": "completion"}
@@ -278,9 +278,9 @@ def test_spec_rejects_a_field_mix_and_accepts_each_shape(tmp_path):
 def test_chunks_cached_by_an_older_reader_are_read_again(here):
     """A chunk cached before NaN was refused (its record stored with the text "nan") is not
     reused: the reader's version is part of the cache name (fails with the pre-version name)."""
-    from scripts.common.records import normalize_record, record_id
-    from scripts.common.sharding import record_line
-    from scripts.common.spec import canonical_json
+    from scripts.compiler.spec import canonical_json
+    from scripts.data.records import normalize_record, record_id
+    from scripts.data.sharding import record_line
 
     chunk = b'{"prompt": "a", "completion": NaN}\n'
     write("d.jsonl", chunk)

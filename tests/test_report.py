@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from scripts import compare_runs, plot_metrics, plot_training, report_page
-from scripts.common import steps
+from scripts.compiler import steps
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -13,7 +13,7 @@ import pytest
 
 from scripts import base_model
 from scripts.common.manifest import git_commit
-from scripts.common.spec import SpecError, check_slice, load_spec_file
+from scripts.compiler.spec import SpecError, check_slice, load_spec_file
 from tests.workflow_fixtures import REPO, copy_workflow
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from scripts.common.steps import RUNTIME_STEPS, STEP_ORDER
+from scripts.compiler.steps import RUNTIME_STEPS, STEP_ORDER
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 ALL = sorted(SCHEMAS.rglob("*.schema.json"))
@@ -151,7 +151,7 @@ def test_counts_and_details_are_declared(path):
 
 def test_audit_checks_are_the_declared_ones():
     """The audit's check names are declared properties wherever a manifest records them."""
-    from scripts.common.audit import CHECKS
+    from scripts.data.audit import CHECKS
 
     manifests = SCHEMAS / "manifests"
     tokenize = load(manifests / "tokenize_shard.schema.json")["properties"]["details"]["properties"]["audit"]

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from scripts import shard_data
-from scripts.common import files, sharding
-from scripts.common.records import JSONNumber, SourceError, jsonl_rows, normalize_record, record_id
-from scripts.common.sharding import chunk_spans, jsonl_chunks, named_chunks, read_rows, rechunk, record_line
+from scripts.common import files
+from scripts.data import sharding
+from scripts.data.records import normalize_record, record_id
+from scripts.data.sharding import chunk_spans, jsonl_chunks, named_chunks, read_rows, rechunk, record_line
+from scripts.data.source_rows import JSONNumber, SourceError, jsonl_rows
 
 
 def plain_chunks(data: bytes, mask: int):

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock")
 
 def data_key(workdir: Path) -> str:
     code = (
-        "from scripts.common.spec import load_specs; print(load_specs(['specs/demo.yaml'])[0].keys['data'])"
+        "from scripts.compiler.spec import load_specs; print(load_specs(['specs/demo.yaml'])[0].keys['data'])"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, check=True

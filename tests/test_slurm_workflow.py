@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from scripts.common.checkpoints import is_complete
+from scripts.training.checkpoints import is_complete
 from tests.slurm_fixtures import (
     REPO,
     rule_of,

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import yaml
 
-from scripts.common.spec import SpecError, artifact_keys, check_slice, load_spec_file, load_specs
+from scripts.compiler.spec import SpecError, artifact_keys, check_slice, load_spec_file, load_specs
 
 DEMO = "specs/demo.yaml"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 
-from scripts.common.records import record_id
-from scripts.common.sharding import SAMPLE_BYTES, SAMPLE_RECORD_CHARS, record_line, tokenizer_sample
-from scripts.common.spec import check_slice
+from scripts.compiler.spec import check_slice
+from scripts.data.records import record_id
+from scripts.data.sharding import SAMPLE_BYTES, SAMPLE_RECORD_CHARS, record_line, tokenizer_sample
 
 DATA = check_slice("data", {"sources": [{"path": "x.jsonl", "fields": {"text": "text"}}]})
 

@@ -15,14 +15,11 @@ import pytest
 
 from scripts.common.files import read_json, read_jsonl
 from scripts.common.manifest import validate_manifest
-from scripts.common.trackers import (
-    PACKAGES,
-    TrackerError,
-    check_installed,
+from scripts.compiler.tracker_choice import PACKAGES, TrackerError, check_installed, parse_trackers
+from scripts.tracking.trackers import (
     evaluation_metrics,
     flat_params,
     mlflow_uri,
-    parse_trackers,
     track_id,
     training_curves,
     wandb_mode,

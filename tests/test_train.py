@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts.common.checkpoints import newest_complete, step_of
 from scripts.common.manifest import validate_manifest
-from scripts.common.spec import load_spec_file
+from scripts.compiler.spec import load_spec_file
+from scripts.training.checkpoints import newest_complete, step_of
 from tests.workflow_fixtures import copy_workflow, jobs_run, snakemake
 
 pytestmark = pytest.mark.slow

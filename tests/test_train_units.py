@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from scripts.common.checkpoints import newest_complete, step_of, trim_log
-from scripts.common.launch import launch_command
-from scripts.common.spec import SpecError, check_slice
-from scripts.common.train_log import should_stop
+from scripts.compiler.spec import SpecError, check_slice
 from scripts.train_model import accumulation_steps, load_train_slice, lr_warnings
+from scripts.training.checkpoints import newest_complete, step_of, trim_log
+from scripts.training.launch import launch_command
+from scripts.training.train_log import should_stop
 
 ARGS = ["--spec-json", "{}", "--out", "m"]
 

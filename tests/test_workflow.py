@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from scripts.common.manifest import validate_manifest
-from scripts.common.spec import schema_errors
+from scripts.compiler.spec import schema_errors
 from tests.workflow_fixtures import jobs_run, snakemake
 
 pytestmark = pytest.mark.slow

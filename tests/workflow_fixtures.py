@@ -161,7 +161,7 @@ def reproducible_files(workdir: Path) -> dict[str, bytes]:
 def kill_at_first_checkpoint(workdir: Path, target: str, work: Path) -> int:
     """Start `snakemake <target>` in `workdir`, kill -9 it (its jobs too) as soon as the train work
     folder `work` holds a complete checkpoint, and unlock; returns that checkpoint's step."""
-    from scripts.common.checkpoints import newest_complete, step_of
+    from scripts.training.checkpoints import newest_complete, step_of
 
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", target]

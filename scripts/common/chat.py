@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.common.steps import manifest_of
+from scripts.compiler.steps import manifest_of
 
 
 class TemplateError(ValueError):

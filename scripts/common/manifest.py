@@ -20,7 +20,7 @@ from scripts.common.files import (
     read_json,
     sha256_file,
 )
-from scripts.common.spec import ROOT, SpecError, schema_errors, short_hash
+from scripts.compiler.spec import ROOT, SpecError, schema_errors, short_hash
 
 SCHEMA_VERSION = 1
 

@@ -44,7 +44,7 @@ READS = {
 }
 STEP_ORDER = list(READS)
 # Steps whose targets are keyed per task and model, not per run: their manifests record each
-# target's own slice (scripts/common/benchmarks.py score_slice). `why` reads their spec changes
+# target's own slice (scripts/compiler/benchmark_rules.py score_slice). `why` reads their spec changes
 # from the per-run step named here, whose slice is the run's list of them.
 STANDS_FOR = {"score_benchmark": "compare_benchmarks"}
 # Steps outside the table: runtime choices, keyed by nothing and read by no step (track_run logs a

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from scripts.common.files import sha256_file
-from scripts.common.steps import RUN_MANIFESTS, STEP_ORDER, manifest_of
+from scripts.compiler.steps import RUN_MANIFESTS, STEP_ORDER, manifest_of
 
 LOCK_VERSION = 1
 HEADER = (

@@ -17,7 +17,7 @@ true for a desirable completion, false for an undesirable one. They split by pro
 
 from __future__ import annotations
 
-from scripts.common.records import JSONNumber, SourceError, _get, _kind, _string, map_messages
+from scripts.data.source_rows import JSONNumber, SourceError, _get, _kind, _string, map_messages
 
 PAIR_SHAPES = ({"prompt", "chosen", "rejected"}, {"messages", "chosen", "rejected"}, {"chosen", "rejected"})
 

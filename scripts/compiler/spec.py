@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
-from scripts.common.grpo_rules import rewards_file_hashes
-from scripts.common.hub_sources import HubError, hub_key, resolve_data
-from scripts.common.spec_rules import cross_section_errors, semantic_errors
-from scripts.common.steps import reference_slice
+from scripts.compiler.grpo_rules import rewards_file_hashes
+from scripts.compiler.hub_sources import HubError, hub_key, resolve_data
+from scripts.compiler.spec_rules import cross_section_errors, semantic_errors
+from scripts.compiler.steps import reference_slice
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = ROOT / "schemas"

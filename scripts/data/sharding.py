@@ -19,22 +19,19 @@ from json.encoder import encode_basestring
 from pathlib import Path
 
 from scripts.common.files import atomic_write_text, read_and_hash
-from scripts.common.hub_sources import source_paths
-from scripts.common.records import (
-    SourceError,
+from scripts.compiler.hub_sources import source_paths
+from scripts.compiler.spec import canonical_json
+from scripts.data.records import (
     bucket,
     collapse_spaces,
-    iter_rows,
-    jsonl_rows,
     map_fields,
     normalize_record,
     normalize_text,
     record_id,
-    source_format,
     split_of,
     unit_hash,
 )
-from scripts.common.spec import canonical_json
+from scripts.data.source_rows import SourceError, iter_rows, jsonl_rows, source_format
 
 # A built model's tokenizer trains on a bounded sample of the training split: the records with
 # the smallest ids, each cut to SAMPLE_RECORD_CHARS, up to SAMPLE_BYTES in all. The sample file
@@ -304,7 +301,7 @@ def read_source(
     data: dict, index: int, cache: Path | None, used: set, workers: int = 1, resolved: dict | None = None
 ) -> dict:
     """All stored lines of one source plus its counts; a hub source (`resolved`: its
-    resolution, scripts/common/hub_sources.py) is read file by file from its snapshot."""
+    resolution, scripts/compiler/hub_sources.py) is read file by file from its snapshot."""
     source = data["sources"][index]
     paths = source_paths(resolved) if resolved else [source["path"]]
     parts = []

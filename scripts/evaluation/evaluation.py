@@ -3,16 +3,15 @@ worst-first predictions, report.json and its Markdown summary. Pure functions, n
 
 from __future__ import annotations
 
-import math
-
 from scripts.common import metrics as M
-from scripts.common import preference_eval as P
+from scripts.common.report_text import cell, preference_markdown
+from scripts.evaluation import preference_eval as P
 
 TEXT_METRICS = ("exact_match", "accuracy", "rouge", "bleu", "chrf", "regex_match")
 LOSS_METRICS = ("loss", "perplexity")
 WORST_IN_REPORT = 5
 # Report metric name -> whether a larger value is better: text and loss metrics, then the
-# preference metrics of preference runs (scripts/common/preference_eval.py).
+# preference metrics of preference runs (scripts/evaluation/preference_eval.py).
 HIGHER_IS_BETTER = {**M.HIGHER_IS_BETTER, **P.HIGHER_IS_BETTER}
 
 
@@ -184,17 +183,6 @@ def build_report(
     return report
 
 
-def cell(value, limit: int = 120) -> str:
-    """Text for a Markdown table cell: one line, pipes escaped, long text cut."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "inf" if math.isinf(value) else f"{value:.4g}"
-    text = " ".join(str(value).split())
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return text.replace("|", "\\|") or '""'
-
-
 def metrics_markdown(report: dict) -> str:
     base, tuned = report["metrics"]["base"], report["metrics"]["tuned"]
     lines = ["| metric | better | base | tuned | change | improved |", "|---|---|---|---|---|---|"]
@@ -225,29 +213,3 @@ def summary_markdown(report: dict, predictions: list[dict], worst: int = 10) -> 
     pairs = preference_markdown(report)
     worst_part = f"\n\n## Worst {min(worst, len(predictions))} examples (tuned)\n\n" + "\n".join(rows)
     return head + metrics_markdown(report) + pairs + worst_part + "\n"
-
-
-PREFERENCE_NOTE = (
-    "chosen_logp / rejected_logp: mean summed log-prob (nats) of the chosen / rejected response "
-    "given the prompt. ranking_accuracy: share of pairs where the model itself gives the chosen "
-    "response the higher log-prob (for the base, the reference: about 0.5 when it has no "
-    "preference and the responses are alike in length; summed log-probs favour the shorter). "
-    "reward_accuracy: share of pairs where the tuned model's implicit DPO reward "
-    "beta * (log p_tuned - log p_base) of the chosen response exceeds the rejected one's; "
-    "reward_margin: the mean difference of those rewards (the base's own rewards are all 0, so "
-    "it has neither). Text metrics score generations against the chosen responses."
-)
-
-
-def preference_markdown(report: dict) -> str:
-    """The paragraph that explains a preference run's metrics (empty for other runs)."""
-    pref = report.get("preference")
-    if not pref:
-        return ""
-    beta = (
-        f"beta {pref['beta']:g} (train.{pref['objective']}.beta)" if pref["beta"] is not None else "no beta"
-    )
-    return (
-        f"\n\n## Preference pairs ({pref['pairs']} validation pairs, {pref['objective']}, {beta})"
-        f"\n\n{PREFERENCE_NOTE}"
-    )

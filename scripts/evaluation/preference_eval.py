@@ -51,7 +51,7 @@ def pair_beta(train_spec: dict) -> float | None:
 
 def response_examples(rows: list[dict]) -> tuple[list, list]:
     """(chosen, rejected) sequences as (input_ids, labels) with labels only on the response, for
-    scripts.common.generation.label_losses. input_ids hold prompt+chosen; the prompt is their
+    scripts.evaluation.generation.label_losses. input_ids hold prompt+chosen; the prompt is their
     first prompt_length ids; rejected_ids continue the same prompt."""
     chosen, rejected = [], []
     for row in rows:

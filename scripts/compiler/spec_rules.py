@@ -1,7 +1,7 @@
 """Spec rules JSON Schema states badly: one-of choices, options that only make sense
 together, safe paths, and rules that span sections. Each message names the key and the fix.
 
-Values arrive validated and with their defaults filled (scripts.common.spec.check_slice).
+Values arrive validated and with their defaults filled (scripts.compiler.spec.check_slice).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from scripts.common.benchmarks import benchmark_errors
-from scripts.common.gguf_rules import gguf_errors
-from scripts.common.grpo_rules import grpo_errors
+from scripts.compiler.benchmark_rules import benchmark_errors
+from scripts.compiler.gguf_rules import gguf_errors
+from scripts.compiler.grpo_rules import grpo_errors
 
 
 def _evaluate_errors(value: dict) -> list[str]:
@@ -47,10 +47,10 @@ RECORD_SHAPES = (
     {"instruction", "output"},
     {"instruction", "input", "output"},
     {"messages"},
-    {"prompt", "chosen", "rejected"},  # preference pairs (scripts/common/preference.py)
+    {"prompt", "chosen", "rejected"},  # preference pairs (scripts/data/preference_records.py)
     {"messages", "chosen", "rejected"},
     {"chosen", "rejected"},
-    {"prompt", "completion", "label"},  # KTO records (scripts/common/preference.py)
+    {"prompt", "completion", "label"},  # KTO records (scripts/data/preference_records.py)
 )
 
 

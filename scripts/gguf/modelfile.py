@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 
-from scripts.common.gguf_export import GGUFError
+from scripts.compiler.gguf_rules import GGUFError
 
 RAW_TEMPLATE = "{{ .Prompt }}"
 ROLES = ("system", "user", "assistant")
@@ -188,33 +188,3 @@ def modelfile(gguf_name: str, template: str, stops: list[str], system: str | Non
     if system:
         lines.append(f'SYSTEM """{system}"""')
     return "\n".join(lines) + "\n"
-
-
-def run_locally_markdown(run: str, gguf_manifest: dict) -> str:
-    """The model card's "Run it locally" section: the commands, and the parity figures."""
-    parity = gguf_manifest["details"]["parity"]
-    types = gguf_manifest["spec"]["gguf"]["types"]  # in spec order: the first is the Modelfile's
-    first = f"model-{types[0]}.gguf"
-    rows = "\n".join(
-        f"| {t} | model-{t}.gguf | {'yes' if r['tokens_equal'] else 'NO'} ({r['records']} records) | "
-        f"{r['max_logit_diff']:.2g} | {r['next_token_agreement']:.4f} | "
-        f"{'yes' if r['generations_equal'] else 'no'} |"
-        for t, r in ((t, parity[t]) for t in types)
-    )
-    return f"""GGUF files for llama.cpp, Ollama and LM Studio, each checked against the safetensors
-model on the validation records (transformers loading the GGUF alone):
-
-| type | file | token ids equal | max logit diff | greedy next-token agreement | smoke generations equal |
-|---|---|---|---|---|---|
-{rows}
-
-```bash
-ollama create {run} -f Modelfile    # the Modelfile's FROM is {first}
-ollama run {run}
-llama-cli -m {first} -p "{_prompt_example(gguf_manifest)}" -n 32 --temp 0
-```"""
-
-
-def _prompt_example(gguf_manifest: dict) -> str:
-    prompts = gguf_manifest["spec"].get("smoke_prompts") or [{"prompt": "Hello"}]
-    return prompts[0]["prompt"].replace('"', '\\"').replace("\n", "\\n")

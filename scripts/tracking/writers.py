@@ -1,4 +1,4 @@
-"""The three tracker writers of the track_run step: each logs one Record (scripts/common/trackers.py)
+"""The three tracker writers of the track_run step: each logs one Record (scripts/tracking/trackers.py)
 and replaces what an earlier track_run of the same run and content keys logged, so a rerun never
 piles up duplicates. Each imports its package only when called.
 
@@ -19,7 +19,7 @@ import time
 from itertools import groupby
 from pathlib import Path
 
-from scripts.common.trackers import Record, is_file_store
+from scripts.tracking.trackers import Record, is_file_store
 
 MLFLOW_PARAM_LIMIT = 6000  # characters of a parameter value MLflow stores
 WANDB_TAG_LIMIT = 64

@@ -13,16 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# transformers architecture -> llama.cpp architecture (the tensor map below is Llama's).
-ARCHITECTURES = {"LlamaForCausalLM": "llama"}
-# spec type -> (ggml tensor type name, llama.cpp file type name)
-TYPES = {
-    "f32": ("F32", "ALL_F32"),
-    "f16": ("F16", "MOSTLY_F16"),
-    "bf16": ("BF16", "MOSTLY_BF16"),
-    "q8_0": ("Q8_0", "MOSTLY_Q8_0"),
-    "q4_0": ("Q4_0", "MOSTLY_Q4_0"),
-}
+from scripts.compiler.gguf_rules import TYPES, GGUFError, check_config, llama_cpp_pre
+
 LAYER_TENSORS = {
     "input_layernorm": "attn_norm",
     "post_attention_layernorm": "ffn_norm",
@@ -35,72 +27,6 @@ LAYER_TENSORS = {
     "mlp.down_proj": "ffn_down",
 }
 TOP_TENSORS = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
-
-# The GPT-2 split (ByteLevel with use_regex) and llama.cpp's names for the pre-tokenizers that
-# are exactly it, with each digit split off first, or a Split regex then ByteLevel without one.
-_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
-_DIGITS = {"type": "Digits", "individual_digits": True}
-# llama.cpp's "smollm" (also starcoder, refact) splits `\p{N}` then the GPT-2 regex: exactly
-# tokenizers' Digits(individual_digits=True) + ByteLevel(add_prefix_space=False).
-PRE_TOKENIZERS = {"gpt-2": [_BYTE_LEVEL], "smollm": [_DIGITS, _BYTE_LEVEL]}
-
-
-class GGUFError(ValueError):
-    """A model or tokenizer that cannot be written to GGUF exactly; the message says why."""
-
-
-def _pre_steps(pre: dict | None) -> list[dict]:
-    if pre is None:
-        return []
-    steps = pre["pretokenizers"] if pre.get("type") == "Sequence" else [pre]
-    keep = {"type", "add_prefix_space", "use_regex", "individual_digits"}
-    return [{k: v for k, v in step.items() if k in keep} for step in steps]
-
-
-def llama_cpp_pre(tokenizer_json: dict) -> str:
-    """llama.cpp's name for the tokenizer's pre-tokenizer, or GGUFError saying what it is."""
-    model, decoder = tokenizer_json.get("model") or {}, tokenizer_json.get("decoder") or {}
-    if model.get("type") != "BPE" or decoder.get("type") != "ByteLevel":
-        raise GGUFError(
-            f"export.gguf: the tokenizer is {model.get('type')} with a {decoder.get('type')} decoder; "
-            "GGUF export writes byte-level BPE tokenizers only (GPT-2, Llama 3, SmolLM style)"
-        )
-    if tokenizer_json.get("normalizer") is not None:
-        raise GGUFError(
-            "export.gguf: the tokenizer has a normalizer, which llama.cpp's BPE tokenizer does not apply"
-        )
-    steps = _pre_steps(tokenizer_json.get("pre_tokenizer"))
-    for name, shape in PRE_TOKENIZERS.items():
-        if len(steps) == len(shape) and all(
-            all(step.get(k) == v for k, v in want.items()) for want, step in zip(shape, steps)
-        ):
-            return name
-    raise GGUFError(
-        f"export.gguf: the tokenizer's pre-tokenizer {json.dumps(steps)} has no llama.cpp name, so a "
-        "GGUF file would tokenize differently; supported: "
-        + "; ".join(f"{name} = {json.dumps(shape)}" for name, shape in PRE_TOKENIZERS.items())
-    )
-
-
-def check_config(config: dict) -> str:
-    """The llama.cpp architecture of a transformers config, or GGUFError with what is supported."""
-    archs = config.get("architectures") or [config.get("model_type")]
-    if archs[0] not in ARCHITECTURES:
-        raise GGUFError(
-            f"export.gguf: architecture {archs[0]} cannot be written to GGUF; supported: "
-            f"{', '.join(ARCHITECTURES)}"
-        )
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    if rope.get("rope_type", rope.get("type", "default")) != "default":
-        raise GGUFError(
-            f"export.gguf: rope scaling {rope.get('rope_type')!r} is not written (plain RoPE only)"
-        )
-    if config.get("attention_bias") or config.get("mlp_bias"):
-        raise GGUFError("export.gguf: attention or MLP biases are not written (Llama without biases only)")
-    heads = config["num_attention_heads"]
-    if config.get("head_dim") not in (None, config["hidden_size"] // heads):
-        raise GGUFError("export.gguf: head_dim differs from hidden_size / num_attention_heads")
-    return ARCHITECTURES[archs[0]]
 
 
 def rope_theta(config: dict) -> float:

@@ -20,8 +20,9 @@ from collections import Counter
 from pathlib import Path
 
 from scripts.common.files import atomic_write_text, read_and_hash
-from scripts.common.records import bucket, source_format
-from scripts.common.sharding import (
+from scripts.compiler.spec import canonical_json
+from scripts.data.records import bucket
+from scripts.data.sharding import (
     EXAMPLES,
     READER_VERSION,
     chunk_salt,
@@ -31,7 +32,7 @@ from scripts.common.sharding import (
     rechunk,
     resample,
 )
-from scripts.common.spec import canonical_json
+from scripts.data.source_rows import source_format
 
 STATE = "state.json"
 PREVIOUS = "previous.json"  # shard -> the shard its bucket held before: tokenize_shard reuses its rows

@@ -1,10 +1,11 @@
-"""A run's benchmark table from its score targets: rows of base, tuned, delta and stderr, the
-flat `<task>/<metric>` metrics the comparison table and the plots read, and its Markdown (the
-run's benchmarks.md and the model card's section). Pure functions."""
+"""Report text shared by several steps (pure functions): Markdown table cells, the paragraph that
+explains a preference run's metrics, the model card's "Run it locally" section of a GGUF export,
+and a run's benchmark table from its score targets (rows of base, tuned, delta and stderr, the
+flat `<task>/<metric>` metrics the comparison table and the plots read, and its Markdown)."""
 
 from __future__ import annotations
 
-from scripts.common.evaluation import cell
+import math
 
 
 def rows(pairs: list[dict], base_scores: list[dict], tuned_scores: list[dict]) -> list[dict]:
@@ -92,3 +93,70 @@ def with_benchmarks(report: dict, benchmarks: dict | None) -> dict:
             },
         },
     }
+
+
+def cell(value, limit: int = 120) -> str:
+    """Text for a Markdown table cell: one line, pipes escaped, long text cut."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else f"{value:.4g}"
+    text = " ".join(str(value).split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.replace("|", "\\|") or '""'
+
+
+PREFERENCE_NOTE = (
+    "chosen_logp / rejected_logp: mean summed log-prob (nats) of the chosen / rejected response "
+    "given the prompt. ranking_accuracy: share of pairs where the model itself gives the chosen "
+    "response the higher log-prob (for the base, the reference: about 0.5 when it has no "
+    "preference and the responses are alike in length; summed log-probs favour the shorter). "
+    "reward_accuracy: share of pairs where the tuned model's implicit DPO reward "
+    "beta * (log p_tuned - log p_base) of the chosen response exceeds the rejected one's; "
+    "reward_margin: the mean difference of those rewards (the base's own rewards are all 0, so "
+    "it has neither). Text metrics score generations against the chosen responses."
+)
+
+
+def preference_markdown(report: dict) -> str:
+    """The paragraph that explains a preference run's metrics (empty for other runs)."""
+    pref = report.get("preference")
+    if not pref:
+        return ""
+    beta = (
+        f"beta {pref['beta']:g} (train.{pref['objective']}.beta)" if pref["beta"] is not None else "no beta"
+    )
+    return (
+        f"\n\n## Preference pairs ({pref['pairs']} validation pairs, {pref['objective']}, {beta})"
+        f"\n\n{PREFERENCE_NOTE}"
+    )
+
+
+def run_locally_markdown(run: str, gguf_manifest: dict) -> str:
+    """The model card's "Run it locally" section: the commands, and the parity figures."""
+    parity = gguf_manifest["details"]["parity"]
+    types = gguf_manifest["spec"]["gguf"]["types"]  # in spec order: the first is the Modelfile's
+    first = f"model-{types[0]}.gguf"
+    rows = "\n".join(
+        f"| {t} | model-{t}.gguf | {'yes' if r['tokens_equal'] else 'NO'} ({r['records']} records) | "
+        f"{r['max_logit_diff']:.2g} | {r['next_token_agreement']:.4f} | "
+        f"{'yes' if r['generations_equal'] else 'no'} |"
+        for t, r in ((t, parity[t]) for t in types)
+    )
+    return f"""GGUF files for llama.cpp, Ollama and LM Studio, each checked against the safetensors
+model on the validation records (transformers loading the GGUF alone):
+
+| type | file | token ids equal | max logit diff | greedy next-token agreement | smoke generations equal |
+|---|---|---|---|---|---|
+{rows}
+
+```bash
+ollama create {run} -f Modelfile    # the Modelfile's FROM is {first}
+ollama run {run}
+llama-cli -m {first} -p "{_prompt_example(gguf_manifest)}" -n 32 --temp 0
+```"""
+
+
+def _prompt_example(gguf_manifest: dict) -> str:
+    prompts = gguf_manifest["spec"].get("smoke_prompts") or [{"prompt": "Hello"}]
+    return prompts[0]["prompt"].replace('"', '\\"').replace("\n", "\\n")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from scripts.common.records import record_texts, split_of
+from scripts.data.records import record_texts, split_of
 
 REASONS = ("empty", "too_short", "too_long", "duplicate")
 EXAMPLES = 3  # dropped records kept as examples per reason, each cut to 200 characters

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from scripts.common.grpo_rules import kind_of, term_names
+from scripts.compiler.grpo_rules import kind_of, term_names
 
 DATASET_COLUMNS = ("prompt", "prompt_ids", "reference")
 
