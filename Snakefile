@@ -19,6 +19,8 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/run_registry.smk"
+include: "rules/keyed_params.smk"
 include: "rules/environment.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
@@ -95,7 +97,7 @@ rule all:
         all_runs("results/runs/{run}/report/model_card.html"),
 
 
-# A run that starts jobs registers itself until it ends (see live_runs in rules/common.smk).
+# A run that starts jobs registers itself until it ends (see live_runs in rules/run_registry.smk).
 onstart:
     register_run()
 
