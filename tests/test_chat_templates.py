@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from scripts import tokenize_shard
-from scripts.common.chat import STEP_LIMIT, TemplateError, compile_template, render
+from scripts.common.chat import TemplateError, compile_template, render
 from scripts.common.files import jsonl_text
+from scripts.common.template_sandbox import STEP_LIMIT
 
 REPO = Path(__file__).parents[1]
 TOKENIZER = REPO / "tests" / "data" / "mismatched_model"  # its tokenizer is fine (eos </s>)
