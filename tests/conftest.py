@@ -14,7 +14,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # demo builds run side by side on 2 cores (README: The two commands).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-pytest_plugins = ["tests.slurm_fixtures", "tests.workflow_fixtures"]
+pytest_plugins = [
+    "tests.slurm_fixtures",
+    "tests.workflow_fixtures",
+    "tests.records_fixtures",
+    "tests.evaluate_fixtures",
+]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -21,22 +21,17 @@ import copy
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import tempfile
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.bad_input_runs import MEMORY_LIMIT, TIME_LIMIT, run_measured
 from tests.hub_datasets import hub_env
 from tests.workflow_fixtures import REPO, another_run_holding, copy_workflow, jobs_run, snakemake
 
-MEMORY_LIMIT = 2 << 30  # bytes: the spec loader's address space, a step's peak resident memory
-TIME_LIMIT = 60  # seconds per case
 SNAKEMAKE_ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 CASES = sorted((REPO / "tests" / "bad_inputs").glob("*.yaml"))
 DEMO_TEXT = (REPO / "specs" / "demo.yaml").read_text()
@@ -198,33 +193,6 @@ def run_tokenize_case(case: dict, workdir: Path, name: str):
     return proc
 
 
-class Measured(subprocess.CompletedProcess):
-    """A finished step process with its wall time and peak resident memory."""
-
-    seconds: float
-    peak_bytes: int
-
-
-def run_measured(cmd: list[str], cwd: Path, env: dict | None = None) -> Measured:
-    """Run `cmd` (output in .stdout, .stderr empty), killed after TIME_LIMIT s; os.wait4 gives
-    the child's own peak resident memory (and that of the processes it waited for)."""
-    with tempfile.TemporaryFile() as out:
-        start = time.perf_counter()
-        child = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        killer = threading.Timer(TIME_LIMIT, child.kill)
-        killer.start()
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-        finally:
-            killer.cancel()
-        child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        out.seek(0)
-        result = Measured(cmd, child.returncode, out.read().decode(errors="replace"), "")
-    result.seconds = time.perf_counter() - start
-    result.peak_bytes = usage.ru_maxrss * 1024  # KiB on Linux
-    return result
-
-
 def _json(flow_yaml: str) -> str:
     return json.dumps(yaml.safe_load(flow_yaml))
 
@@ -241,38 +209,6 @@ SNAKEMAKE_SPEC_CASES = (
 )
 
 
-def refuse_specs(names: list[str], out: str) -> None:
-    """Child process: load specs/<name>.yaml for each name under MEMORY_LIMIT and TIME_LIMIT;
-    write {name: {outcome, message, seconds}} and the peak resident memory to `out`."""
-    import resource
-    import traceback
-
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-
-    def alarm(*_):
-        raise TimeoutError(f"not refused within {TIME_LIMIT} s")
-
-    signal.signal(signal.SIGALRM, alarm)
-    from scripts.compiler.spec import SpecError, load_specs
-
-    results = {}
-    for name in names:
-        start = time.perf_counter()
-        signal.alarm(TIME_LIMIT)
-        try:
-            load_specs([f"specs/{name}.yaml"])
-            outcome, message = "accepted", ""
-        except SpecError as exc:
-            outcome, message = "refused", str(exc)
-        except BaseException:  # noqa: BLE001 - MemoryError, TimeoutError, a bug: all reported
-            outcome, message = "crashed", traceback.format_exc()[-3000:]
-        finally:
-            signal.alarm(0)
-        results[name] = {"outcome": outcome, "message": message, "seconds": time.perf_counter() - start}
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    Path(out).write_text(json.dumps({"cases": results, "peak_bytes": peak}))
-
-
 @pytest.fixture(scope="module")
 def refusals(workdir) -> dict:
     """Every spec case through the spec loader, in one child process (see refuse_specs)."""
@@ -280,7 +216,7 @@ def refusals(workdir) -> dict:
     for path in SPEC_CASES:
         (workdir / "specs" / f"{path.stem}.yaml").write_text(spec_text(load_case(path)))
     out = workdir / "refusals.json"
-    code = f"from tests.test_bad_inputs import refuse_specs; refuse_specs({names!r}, {str(out)!r})"
+    code = f"from tests.bad_input_runs import refuse_specs; refuse_specs({names!r}, {str(out)!r})"
     # hub sources resolve offline from the fixture cache (tests/hub_datasets.py)
     env = dict(os.environ, PYTHONPATH=str(REPO), **hub_env(workdir.parent / "hub-cache"))
     try:

@@ -10,57 +10,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from scripts import audit_data, tokenize_shard
+from scripts import audit_data
 from scripts.common.chat import load_tokenizer_files
-from scripts.common.files import jsonl_text
 from scripts.compiler.spec import artifact_keys, check_slice, load_spec_file
-
-FIXTURES = Path(__file__).parent / "data"
-TEMPLATE = (FIXTURES / "chat_template.jinja").read_text()
-CHAT = [
-    {"role": "system", "content": "Spell digits."},
-    {"role": "user", "content": "Spell 12:"},
-    {"role": "assistant", "content": "one two"},
-    {"role": "user", "content": "Spell 3:"},
-    {"role": "assistant", "content": "three"},
-]
-RECORDS = [
-    {"id": "a" * 16, "split": "train", "prompt": "Spell 5:", "completion": "five"},
-    {"id": "b" * 16, "split": "validation", "text": "plain text to learn"},
-    {"id": "c" * 16, "split": "train", "messages": CHAT},
-]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    from scripts.base_model import train_tokenizer
-
-    folder = tmp_path_factory.mktemp("tok")
-    texts = ["Spell 12: one two three four five", "plain text to learn <|user|> <|assistant|>"] * 20
-    train_tokenizer(texts, 300).save_pretrained(str(folder))
-    return folder
-
-
-def tokenize(tmp_path, model_dir, records=RECORDS, **tok) -> list[dict]:
-    records_file = tmp_path / "clean.jsonl"
-    records_file.write_text(jsonl_text(records))
-    spec = json.dumps({"max_length": 128, "chat_template": TEMPLATE, **tok})
-    out = tmp_path / "tokens.parquet"
-    tokenize_shard.main(
-        [
-            "--spec-json",
-            spec,
-            "--input",
-            str(records_file),
-            "--tokenizer",
-            str(model_dir),
-            "--out",
-            str(out),
-            "--manifest",
-            str(tmp_path / "tokens.manifest.json"),
-        ]
-    )
-    return pq.read_table(out).to_pylist()
+from tests.records_fixtures import RECORDS, TEMPLATE, tokenize
 
 
 def test_ids_match_transformers(model_dir):
@@ -199,8 +152,6 @@ def test_audit_records_each_shards_digest_from_its_manifest_unless_the_shard_cha
     assert json.loads((tmp_path / "audit.json").read_text())["inputs"] == [
         {"path": str(shard), "sha256": written}
     ]
-
-    import pyarrow.parquet as pq
 
     pq.write_table(pq.read_table(shard).slice(0, 2), shard)  # changed after its manifest
     later = (tmp_path / "tokens.manifest.json").stat().st_mtime_ns + 10**9

@@ -13,6 +13,7 @@ from rouge_score import rouge_scorer
 
 from scripts.compiler.spec import SpecError, check_slice, schema_errors
 from scripts.evaluation import evaluation as E
+from tests.evaluate_fixtures import run_cli
 
 PREDS = ["the cat sat on the mat", "#### 42", "two four", "a b c"]
 REFS = ["the cat is on the mat", "so the answer is #### 42", "two four", "x y z"]
@@ -271,122 +272,10 @@ def test_label_losses_match_the_model_loss(tiny_model):
     assert mean_loss(losses) == pytest.approx(sum(t for t, _ in losses) / 18)
 
 
-# --- the CLI on a built tiny model -------------------------------------------------------
-
-WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+# --- the CLI on the tiny built model (tests/evaluate_fixtures.py: tiny_build) ---------------------------------------------------
 
 
-def write_tokens(path, tokenizer, records) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows = []
-    for rec in records:
-        if "text" in rec:
-            ids = tokenizer(rec["text"])["input_ids"] + [tokenizer.eos_token_id]
-            prompt_ids, prompt, reference = [], "", rec["text"]
-        else:
-            prompt_ids = tokenizer(rec["prompt"])["input_ids"]
-            ids = prompt_ids + tokenizer(" " + rec["completion"], add_special_tokens=False)["input_ids"]
-            ids += [tokenizer.eos_token_id]
-            prompt, reference = rec["prompt"], rec["completion"]
-        labels = [-100] * len(prompt_ids) + ids[len(prompt_ids) :]
-        rows.append(
-            {
-                "id": rec["id"],
-                "split": rec["split"],
-                "input_ids": ids,
-                "labels": labels,
-                "prompt_length": len(prompt_ids),
-                "prompt": prompt,
-                "reference": reference,
-            }
-        )
-    pq.write_table(pa.Table.from_pylist(rows), path)
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    from scripts import base_model
-    from scripts.common.modeling import load_tokenizer
-
-    root = tmp_path_factory.mktemp("evaluate_cli")
-    records = [
-        {
-            "id": f"{i:04d}",
-            "split": "validation" if i % 3 == 0 else "train",
-            "prompt": f"Spell {i}:",
-            "completion": " ".join(WORDS[int(d)] for d in str(i)),
-        }
-        for i in range(10, 40)
-    ]
-    records.append({"id": "9999", "split": "validation", "text": "plain text is scored by loss only"})
-    from scripts.data.sharding import tokenizer_text
-
-    sample = root / "tokenizer_sample.jsonl"  # as shard_data writes it: training records, id order
-    train = [{"id": r["id"], "text": tokenizer_text(r)} for r in records if r["split"] == "train"]
-    sample.write_text("".join(json.dumps(r) + "\n" for r in train))
-    model_spec = {
-        "build": {
-            "hidden_size": 32,
-            "num_layers": 1,
-            "num_heads": 2,
-            "intermediate_size": 64,
-            "vocab_size": 300,
-            "max_position_embeddings": 64,
-            "seed": 0,
-        }
-    }
-    base = root / "base"
-    base_model.main(
-        [
-            "--spec-json",
-            json.dumps(model_spec),
-            "--records",
-            str(sample),
-            "--out",
-            str(base),
-            "--manifest",
-            str(root / "base.manifest.json"),
-        ]
-    )
-    write_tokens(root / "tokens.parquet", load_tokenizer(base), records)
-    (root / "train.manifest.json").write_text("{}")
-    return root
-
-
-def run_cli(root, out, ev: dict, tokens=None) -> dict:
-    from scripts import evaluate_model
-
-    base = str(root / "base")  # tuned = base (a "full" fine-tune folder): both must score alike
-    evaluate_model.main(
-        [
-            "--spec-json",
-            json.dumps(ev),
-            "--method",
-            "full",
-            "--base",
-            base,
-            "--tuned",
-            base,
-            "--train-manifest",
-            str(root / "train.manifest.json"),
-            "--tokens",
-            str(tokens or root / "tokens.parquet"),
-            "--out-dir",
-            str(out),
-            "--manifest",
-            f"{out}.manifest.json",
-            "--run",
-            "cli",
-            "--threads",
-            "1",
-        ]
-    )
-    return json.loads((out / "report.json").read_text())
-
-
-def test_cli_writes_report_predictions_summary_and_manifest(built, tmp_path):
+def test_cli_writes_report_predictions_summary_and_manifest(tiny_build, tmp_path):
     from scripts.common.manifest import validate_manifest
 
     ev = {
@@ -394,7 +283,7 @@ def test_cli_writes_report_predictions_summary_and_manifest(built, tmp_path):
         "max_new_tokens": 6,
         "batch_size": 4,
     }
-    report = run_cli(built, tmp_path, ev)
+    report = run_cli(tiny_build, tmp_path, ev)
     assert not schema_errors(report, "report.schema.json")
     assert (report["examples"], report["generated"]) == (11, 10)  # the plain-text record: loss only
     assert report["metrics"]["base"] == report["metrics"]["tuned"]  # same weights, same numbers
@@ -420,16 +309,16 @@ def test_cli_writes_report_predictions_summary_and_manifest(built, tmp_path):
     assert manifest["counts"] == {"examples": 11, "generated": 10}
 
 
-def test_cli_loss_only_skips_generation_and_scores_the_same_loss(built, tmp_path):
+def test_cli_loss_only_skips_generation_and_scores_the_same_loss(tiny_build, tmp_path):
     only_loss = run_cli(
-        built, tmp_path / "loss", {"metrics": ["loss"], "compare_base": False, "max_examples": 3}
+        tiny_build, tmp_path / "loss", {"metrics": ["loss"], "compare_base": False, "max_examples": 3}
     )
     assert only_loss["metrics"]["base"] is None
     assert set(only_loss["metrics"]["tuned"]) == {"validation_loss"}
     assert (only_loss["generated"], only_loss["improved"]) == (0, None)
     # the same examples scored with generation too: generating must not change the loss
     both = run_cli(
-        built,
+        tiny_build,
         tmp_path / "both",
         {"metrics": ["exact_match", "loss"], "compare_base": False, "max_examples": 3},
     )
@@ -439,16 +328,16 @@ def test_cli_loss_only_skips_generation_and_scores_the_same_loss(built, tmp_path
     assert loss == pytest.approx(both["metrics"]["tuned"]["validation_loss"], rel=1e-6)
 
 
-def test_cli_plain_text_only_needs_loss_metrics(built, tmp_path, capsys):
+def test_cli_plain_text_only_needs_loss_metrics(tiny_build, tmp_path, capsys):
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    table = pq.read_table(built / "tokens.parquet")
+    table = pq.read_table(tiny_build / "tokens.parquet")
     plain = table.filter(pc.equal(table["prompt_length"], 0))
     assert plain.num_rows >= 1
     pq.write_table(plain, tmp_path / "plain.parquet")
     with pytest.raises(SystemExit):
-        run_cli(built, tmp_path / "bad", {"metrics": ["exact_match"]}, tokens=tmp_path / "plain.parquet")
+        run_cli(tiny_build, tmp_path / "bad", {"metrics": ["exact_match"]}, tokens=tmp_path / "plain.parquet")
     assert "no validation record has a prompt (plain-text data)" in capsys.readouterr().err
     assert not (tmp_path / "bad" / "report.json").exists()
 

@@ -216,13 +216,11 @@ def test_model_card_shows_the_objective_and_the_preference_metrics():
     assert "reward_accuracy: share of pairs where the tuned model's implicit DPO reward" in text
 
 
-# --- the evaluate CLI on pair tokens (a tiny built model; tuned = base, no training) ----------
-
-from tests.test_evaluate import built  # noqa: E402, F401  (the module's tiny base model)
+# --- the evaluate CLI on pair tokens (the tiny built model, tests/evaluate_fixtures.py; tuned = base, no training) ----------
 
 
 @pytest.fixture(scope="module")
-def pair_tokens(built, tmp_path_factory):  # noqa: F811
+def pair_tokens(tiny_build, tmp_path_factory):
     """Pair tokens shaped as tokenize_shard writes them: prompt+chosen, the prompt's length and
     the rejected response's ids (EOS included)."""
     import pyarrow as pa
@@ -230,7 +228,7 @@ def pair_tokens(built, tmp_path_factory):  # noqa: F811
 
     from scripts.common.modeling import load_tokenizer
 
-    tok = load_tokenizer(built / "base")
+    tok = load_tokenizer(tiny_build / "base")
     rows = []
     for i in range(10, 22):
         words = [make_demo_data.WORDS[int(d)] for d in str(i)]
@@ -254,12 +252,12 @@ def pair_tokens(built, tmp_path_factory):  # noqa: F811
     return path, rows
 
 
-def evaluate_pairs(built, tokens, out, ev: dict, train_spec: dict) -> dict:  # noqa: F811
+def evaluate_pairs(tiny_build, tokens, out, ev: dict, train_spec: dict) -> dict:
     from scripts import evaluate_model
 
     manifest = out.parent / f"{out.name}.train.manifest.json"
     manifest.write_text(json.dumps({"spec": train_spec}))
-    base = str(built / "base")
+    base = str(tiny_build / "base")
     evaluate_model.main(
         [
             *("--spec-json", json.dumps(ev), "--method", "full", "--base", base, "--tuned", base),
@@ -280,7 +278,7 @@ def direct_logp(model, ids: list[int], start: int) -> float:
     return float(sum(logprobs[t - 1, ids[t]] for t in range(start, len(ids))))
 
 
-def test_cli_scores_pairs_against_the_reference(built, pair_tokens, tmp_path):  # noqa: F811
+def test_cli_scores_pairs_against_the_reference(tiny_build, pair_tokens, tmp_path):
     from transformers import AutoModelForCausalLM
 
     tokens, rows = pair_tokens
@@ -290,7 +288,7 @@ def test_cli_scores_pairs_against_the_reference(built, pair_tokens, tmp_path):  
     }
     dpo = {"objective": "dpo", "dpo": {"beta": 0.1}}
     report = evaluate_pairs(
-        built, tokens, tmp_path / "dpo", {**ev, "max_new_tokens": 4, "batch_size": 8}, dpo
+        tiny_build, tokens, tmp_path / "dpo", {**ev, "max_new_tokens": 4, "batch_size": 8}, dpo
     )
     assert schema_errors(report, "report.schema.json") == []
     assert report["preference"] == {"objective": "dpo", "pairs": 12, "beta": 0.1}
@@ -300,7 +298,7 @@ def test_cli_scores_pairs_against_the_reference(built, pair_tokens, tmp_path):  
         assert base[name] == tuned[name]
     assert (tuned["reward_accuracy"], tuned["reward_margin"]) == (0.0, 0.0)
     assert "reward_accuracy" not in base and "reward_accuracy" not in report["improved"]
-    model = AutoModelForCausalLM.from_pretrained(built / "base").eval()
+    model = AutoModelForCausalLM.from_pretrained(tiny_build / "base").eval()
     n = [r["prompt_length"] for r in rows]
     chosen = [direct_logp(model, r["input_ids"], k) for r, k in zip(rows, n)]
     rejected = [direct_logp(model, r["input_ids"][:k] + r["rejected_ids"], k) for r, k in zip(rows, n)]
@@ -317,13 +315,13 @@ def test_cli_scores_pairs_against_the_reference(built, pair_tokens, tmp_path):  
 
     # without compare_base the base is still the rewards' reference, but the report shows no base
     alone = evaluate_pairs(
-        built, tokens, tmp_path / "alone", {"metrics": ["loss"], "compare_base": False}, dpo
+        tiny_build, tokens, tmp_path / "alone", {"metrics": ["loss"], "compare_base": False}, dpo
     )
     assert alone["metrics"]["base"] is None and alone["improved"] is None
     assert alone["metrics"]["tuned"]["reward_accuracy"] == 0.0
     assert alone["metrics"]["tuned"]["chosen_logp"] == tuned["chosen_logp"]
     # an SFT run on the same tokens gets no preference metrics
-    sft = evaluate_pairs(built, tokens, tmp_path / "sft", {"metrics": ["loss"]}, {"objective": "sft"})
+    sft = evaluate_pairs(tiny_build, tokens, tmp_path / "sft", {"metrics": ["loss"]}, {"objective": "sft"})
     assert "preference" not in sft and "chosen_logp" not in sft["metrics"]["tuned"]
 
 
@@ -385,9 +383,9 @@ def test_a_dpo_run_reports_rewards_in_the_report_the_compare_table_and_the_card(
     assert "reward_accuracy" in page and "ranking_accuracy" in page
 
 
-def test_cli_refuses_a_regex_match_pattern_that_does_not_compile(built, pair_tokens, tmp_path, capsys):  # noqa: F811
+def test_cli_refuses_a_regex_match_pattern_that_does_not_compile(tiny_build, pair_tokens, tmp_path, capsys):
     ev = {"metrics": ["regex_match"], "regex_match": {"pattern": "([a-z]+"}}
     with pytest.raises(SystemExit):
-        evaluate_pairs(built, pair_tokens[0], tmp_path / "bad", ev, {"objective": "sft"})
+        evaluate_pairs(tiny_build, pair_tokens[0], tmp_path / "bad", ev, {"objective": "sft"})
     assert "evaluate.regex_match.pattern: '([a-z]+' is not a valid regex" in capsys.readouterr().err
     assert not (tmp_path / "bad" / "report.json").exists()

@@ -7,17 +7,9 @@ import json
 
 import pytest
 
-from tests.test_records import (
-    here,  # noqa: F401  (the fixture: a workflow folder to run in)
-    prepare,
-    write,
-)
+from tests.records_fixtures import CHAT, jsonl, prepare, tokenize
 
 EXPLICIT = {"prompt": "q", "chosen": "good", "rejected": "bad"}
-
-
-def jsonl(path: str, rows: list[dict]) -> str:
-    return write(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def pairs(rows: list[dict], fields: dict, **data) -> list[dict]:
@@ -26,12 +18,12 @@ def pairs(rows: list[dict], fields: dict, **data) -> list[dict]:
     return [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in records]
 
 
-def test_explicit_text_pairs(here):  # noqa: F811
+def test_explicit_text_pairs(here):
     rows = [{"q": "Spell 12:", "good": "one two", "bad": "twelve"}]
     assert pairs(rows, EXPLICIT) == [{"prompt": "Spell 12:", "chosen": "one two", "rejected": "twelve"}]
 
 
-def test_chat_prompt_with_text_responses_becomes_assistant_turns(here):  # noqa: F811
+def test_chat_prompt_with_text_responses_becomes_assistant_turns(here):
     turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Spell 7:"}]
     rows = [{"conv": turns, "good": "seven", "bad": "It is the number seven, spelled s-e-v-e-n."}]
     (pair,) = pairs(rows, {"messages": "conv", "chosen": "good", "rejected": "bad"})
@@ -40,13 +32,13 @@ def test_chat_prompt_with_text_responses_becomes_assistant_turns(here):  # noqa:
     assert pair["rejected"][0]["role"] == "assistant"
 
 
-def test_implicit_texts_split_at_the_last_shared_space(here):  # noqa: F811
+def test_implicit_texts_split_at_the_last_shared_space(here):
     rows = [{"c": "Spell 45: four five", "r": "Spell 45: forty-five"}]
     (pair,) = pairs(rows, {"chosen": "c", "rejected": "r"})
     assert pair == {"prompt": "Spell 45: ", "chosen": "four five", "rejected": "forty-five"}
 
 
-def test_implicit_conversations_share_their_turns_up_to_the_answer(here):  # noqa: F811
+def test_implicit_conversations_share_their_turns_up_to_the_answer(here):
     user = {"role": "user", "content": "Spell 3:"}
     rows = [
         {
@@ -60,7 +52,7 @@ def test_implicit_conversations_share_their_turns_up_to_the_answer(here):  # noq
     assert pair["rejected"] == [{"role": "assistant", "content": "3"}]
 
 
-def test_pairs_of_one_prompt_share_a_split(here):  # noqa: F811
+def test_pairs_of_one_prompt_share_a_split(here):
     rows = [{"q": f"Spell {i // 3}:", "good": f"answer {i}", "bad": f"wrong {i}"} for i in range(60)]
     source = {"path": jsonl("data/pairs.jsonl", rows), "fields": EXPLICIT}
     records, _ = prepare([source], validation_fraction=0.5)
@@ -71,7 +63,7 @@ def test_pairs_of_one_prompt_share_a_split(here):  # noqa: F811
     assert {next(iter(s)) for s in splits.values()} == {"train", "validation"}
 
 
-def test_duplicate_pairs_are_dropped_and_counted(here):  # noqa: F811
+def test_duplicate_pairs_are_dropped_and_counted(here):
     rows = [{"q": "Spell 1:", "good": "one", "bad": "won"}] * 2 + [
         {"q": "Spell 1:", "good": "one", "bad": "1"}
     ]
@@ -107,7 +99,7 @@ def test_duplicate_pairs_are_dropped_and_counted(here):  # noqa: F811
         (EXPLICIT, {"q": "Spell 1:", "good": "one"}, "missing field 'bad'", "missing_field"),
     ],
 )
-def test_a_bad_pair_is_named_or_skipped_and_counted(here, fields, row, expect, reason):  # noqa: F811
+def test_a_bad_pair_is_named_or_skipped_and_counted(here, fields, row, expect, reason):
     good = {"q": "Spell 2:", "good": "two", "bad": "too"} if "q" in fields.values() else None
     rows = [row] + ([good] if good else [])
     source = {"path": jsonl("data/pairs.jsonl", rows), "fields": fields}
@@ -121,14 +113,9 @@ def test_a_bad_pair_is_named_or_skipped_and_counted(here, fields, row, expect, r
 
 
 # --- tokenized pairs -----------------------------------------------------------------------------
-from tests.test_data_tokenize import (  # noqa: E402
-    CHAT,
-    model_dir,  # noqa: E402,F401  (the fixture: a small tokenizer)
-    tokenize,
-)
 
 
-def test_a_pair_tokenizes_as_prompt_plus_chosen_with_the_rejected_ids_beside(tmp_path, model_dir):  # noqa: F811
+def test_a_pair_tokenizes_as_prompt_plus_chosen_with_the_rejected_ids_beside(tmp_path, model_dir):
     from scripts.common.chat import load_tokenizer_files
 
     pair = {
@@ -151,7 +138,7 @@ def test_a_pair_tokenizes_as_prompt_plus_chosen_with_the_rejected_ids_beside(tmp
     assert row["rejected_ids"] == rejected + [eos]
 
 
-def test_a_chat_pair_renders_the_template_once_per_side(tmp_path, model_dir):  # noqa: F811
+def test_a_chat_pair_renders_the_template_once_per_side(tmp_path, model_dir):
     prompt = CHAT[:4]
     pair = {
         "id": "e" * 16,
@@ -170,7 +157,7 @@ def test_a_chat_pair_renders_the_template_once_per_side(tmp_path, model_dir):  #
     assert row["rejected_ids"] != row["input_ids"][row["prompt_length"] :]
 
 
-def test_the_audit_checks_that_the_rejected_answer_ends_too(tmp_path, model_dir):  # noqa: F811
+def test_the_audit_checks_that_the_rejected_answer_ends_too(tmp_path, model_dir):
     pair = {
         "id": "d" * 16,
         "split": "train",

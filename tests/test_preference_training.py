@@ -11,14 +11,10 @@ import json
 import pytest
 import yaml
 
+from tests.preference_fixtures import rejected_answer
 from tests.workflow_fixtures import jobs_run, snakemake
 
 pytestmark = pytest.mark.slow
-
-
-def rejected_answer(words: list[str]) -> str:
-    flipped = list(reversed(words))
-    return " ".join(flipped if flipped != words else words + words)
 
 
 @pytest.fixture(scope="module")

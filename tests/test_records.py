@@ -4,52 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from scripts import shard_data
 from scripts.compiler.spec import SpecError, check_slice, load_spec_file
-from scripts.data.cleaning import clean_records
 from scripts.data.records import collapse_spaces, normalize_text
+from tests.records_fixtures import prepare, write
 
-FIXTURES = Path(__file__).parent / "data"
 PC = {"prompt": "prompt", "completion": "completion"}
-
-
-@pytest.fixture
-def here(tmp_path, monkeypatch):
-    """A workflow folder to run in (source paths are relative to it), with the fixtures."""
-    monkeypatch.chdir(tmp_path)
-    shutil.copytree(FIXTURES, tmp_path / "data")
-    return tmp_path
-
-
-def prepare(sources: list[dict], **data) -> tuple[list[dict], dict]:
-    """shard_data, then every shard cleaned as tokenize_shard cleans it: (cleaned records by id
-    order, shard manifest with `cleaning_dropped`: the drops summed over the shards)."""
-    spec = {"sources": sources, "num_shards": 2, "validation_fraction": 0.0, **data}
-    shard_data.main(
-        ["--spec-json", json.dumps(spec), "--shard-dir", "raw", "--manifest", "shards.json"]
-        + ["--cache-dir", "cache"]
-    )
-    manifest = json.loads(Path("shards.json").read_text())
-    records, dropped = [], Counter()
-    for shard in manifest["details"]["shards"]:
-        raw = [json.loads(line) for line in Path(shard["path"]).read_text().splitlines()]
-        _, kept, shard_dropped, _ = clean_records(raw, check_slice("data", spec))
-        records += kept
-        dropped.update(shard_dropped)
-    manifest["cleaning_dropped"] = dict(dropped)
-    return sorted(records, key=lambda r: r["id"]), manifest
-
-
-def write(path: str, text: str | bytes) -> str:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(text if isinstance(text, bytes) else text.encode())
-    return path
 
 
 def test_jsonl_prompt_completion(here):
