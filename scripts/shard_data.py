@@ -26,8 +26,9 @@ from scripts.common.manifest import write_manifest
 from scripts.compiler.hub_sources import HubError, resolve_data, source_paths
 from scripts.compiler.spec import SpecError, check_slice
 from scripts.data.shard_state import applies, forget, incremental_shards, keep_replaced, merged_lines
-from scripts.data.sharding import read_all, shard_texts, source_files, tokenizer_sample
+from scripts.data.sharding import read_all, shard_texts, source_files
 from scripts.data.source_rows import SourceError
+from scripts.data.tokenizer_sample import tokenizer_sample
 
 
 def parse_args(argv):
@@ -75,13 +76,7 @@ def shard_sources(args):
     except (SpecError, SourceError) as exc:
         fail(f"{exc}\n(set on_error: skip on the source to drop and count bad records instead)")
     read_s = time.perf_counter() - start
-    shards, written = [], 0
-    for digest, text, count in shard_list:
-        path = shard_dir / f"{digest}.jsonl"
-        if text is not None and not path.exists():  # content-named: an existing file holds these bytes
-            atomic_write_text(path, text)
-            written += 1
-        shards.append({"hash": digest, "records": count, "path": str(path)})
+    shards, written = write_shards(shard_dir, shard_list)
     files = [source_paths(h) if h else source_files(s["path"]) for s, h in zip(data["sources"], hub)]
     for source, paths in zip(sources, files):
         source["sha256"] = hashlib.sha256("".join(sha256_file(f) for f in paths).encode()).hexdigest()
@@ -112,6 +107,19 @@ def shard_sources(args):
         f"{len(shards)} shards, {written} new, {removed} old files removed; bad records {dict(bad)}",
         file=sys.stderr,
     )
+
+
+def write_shards(shard_dir: Path, shard_list) -> tuple[list[dict], int]:
+    """The shard files not on disk yet (content-named: an existing file holds these bytes), and
+    the manifest's shard entries; (entries, files written)."""
+    shards, written = [], 0
+    for digest, text, count in shard_list:
+        path = shard_dir / f"{digest}.jsonl"
+        if text is not None and not path.exists():
+            atomic_write_text(path, text)
+            written += 1
+        shards.append({"hash": digest, "records": count, "path": str(path)})
+    return shards, written
 
 
 def remove_stale_shards(shard_dir: Path, current: set[str]) -> int:

@@ -111,7 +111,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
+def parse_args(argv):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -119,7 +119,38 @@ def main(argv=None):
     parser.add_argument("--until", default=STEP_ORDER[-1], help="the last step to rebuild and compare")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--keep", action="store_true", help="keep the clean copy (its path is printed)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def verdict(rows: list[dict], provenance: list[str], steps: list[str]) -> tuple[bool, str]:
+    """(whether the rebuild matches the lock, the closing message)."""
+    bad = [row for row in rows if row["match"] is False]
+    if bad:
+        first = bad[0]
+        why = (
+            "What differs in its provenance:\n  " + "\n  ".join(provenance)
+            if provenance
+            else "Its provenance matches the lock (packages, python, device, code): a file was changed "
+            "after its step wrote it, or the step is not deterministic here."
+        )
+        return False, (
+            f"verify: FAILED: {len(bad)} of {len(rows)} files differ; the first is at step {first['step']}: "
+            f"{first['file']} has sha256 {short(first['got'])}, the lock says {short(first['expected'])}.\n"
+            + why
+        )
+    if provenance:
+        return False, (
+            "verify: FAILED: every file matches, but the environment differs from the lock's:\n  "
+            + "\n  ".join(provenance)
+        )
+    compared = sum(1 for row in rows if row["match"])
+    return True, (
+        f"verify: OK: {compared} files of {len(steps)} steps match the lock ({len(rows) - compared} not compared)"
+    )
+
+
+def main(argv=None):
+    args = parse_args(argv)
     steps = checked_steps(args.until)
     try:
         lock = parse(Path(args.lock).read_text())
@@ -147,33 +178,10 @@ def main(argv=None):
             shutil.rmtree(copy, ignore_errors=True)
     rows = compare(lock, got, set(steps))
     print(table(rows))
-    provenance = environment_differences(lock, got)
-    bad = [row for row in rows if row["match"] is False]
-    if bad:
-        first = bad[0]
-        lines = [
-            f"verify: FAILED: {len(bad)} of {len(rows)} files differ; the first is at step {first['step']}: "
-            f"{first['file']} has sha256 {short(first['got'])}, the lock says {short(first['expected'])}."
-        ]
-        lines.append(
-            "What differs in its provenance:\n  " + "\n  ".join(provenance)
-            if provenance
-            else "Its provenance matches the lock (packages, python, device, code): a file was changed "
-            "after its step wrote it, or the step is not deterministic here."
-        )
-        print("\n".join(lines), file=sys.stderr)
+    ok, message = verdict(rows, environment_differences(lock, got), steps)
+    print(message, file=sys.stdout if ok else sys.stderr)
+    if not ok:
         raise SystemExit(1)
-    if provenance:
-        print(
-            "verify: FAILED: every file matches, but the environment differs from the lock's:\n  "
-            + "\n  ".join(provenance),
-            file=sys.stderr,
-        )
-        raise SystemExit(1)
-    compared = sum(1 for row in rows if row["match"])
-    print(
-        f"verify: OK: {compared} files of {len(steps)} steps match the lock ({len(rows) - compared} not compared)"
-    )
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def tiny_build(tmp_path_factory):
         for i in range(10, 40)
     ]
     records.append({"id": "9999", "split": "validation", "text": "plain text is scored by loss only"})
-    from scripts.data.sharding import tokenizer_text
+    from scripts.data.tokenizer_sample import tokenizer_text
 
     sample = root / "tokenizer_sample.jsonl"  # as shard_data writes it: training records, id order
     train = [{"id": r["id"], "text": tokenizer_text(r)} for r in records if r["split"] == "train"]

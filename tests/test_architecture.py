@@ -168,3 +168,26 @@ def test_every_rule_shares_one_word_with_its_script_log_and_manifest():
     assert set(READS) == set(STEP_ORDER)
     for step, upstream in READS.items():  # the table only names steps that exist, in DAG order
         assert all(STEP_ORDER.index(up) < STEP_ORDER.index(step) for up in upstream), step
+
+
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+def test_no_source_file_over_400_lines_and_no_function_over_60():
+    """Files small and named after what they do (DESIGN.md section 6): every Python file of the
+    scripts, the benches and the tests, and every rule file, entry `main`s included."""
+    too_long = {}
+    sources = [p for folder in ("scripts", "bench", "tests") for p in (REPO / folder).rglob("*.py")]
+    for path in [*sources, REPO / "Snakefile", *(REPO / "rules").glob("*.smk")]:
+        text = path.read_text()
+        name = str(path.relative_to(REPO))
+        if len(text.splitlines()) > MAX_FILE_LINES:
+            too_long[name] = len(text.splitlines())
+        if path.suffix != ".py":
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    too_long[f"{name}:{node.name}"] = lines
+    assert too_long == {}

@@ -79,7 +79,7 @@ def tiny(tmp_path_factory):
     """A built base whose tokenizer carries a chat template, its tokens, and a trained LoRA adapter."""
     from scripts import base_model, tokenize_shard
     from scripts.common.modeling import load_tokenizer
-    from scripts.data.sharding import tokenizer_text
+    from scripts.data.tokenizer_sample import tokenizer_text
 
     root = tmp_path_factory.mktemp("export")
     rows = read_jsonl(REPO / "data/demo/spell_digits.jsonl")[:1500]

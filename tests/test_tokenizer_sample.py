@@ -8,7 +8,8 @@ import json
 
 from scripts.compiler.spec import check_slice
 from scripts.data.records import record_id
-from scripts.data.sharding import SAMPLE_BYTES, SAMPLE_RECORD_CHARS, record_line, tokenizer_sample
+from scripts.data.sharding import record_line
+from scripts.data.tokenizer_sample import SAMPLE_BYTES, SAMPLE_RECORD_CHARS, tokenizer_sample
 
 DATA = check_slice("data", {"sources": [{"path": "x.jsonl", "fields": {"text": "text"}}]})
 
