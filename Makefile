@@ -24,20 +24,20 @@ $(VENV)/.installed: requirements.txt
 export: venv
 	$(BIN)/snakemake export --cores $(CORES)
 
-# SFT -> DPO: the demo run, then examples/dpo_style.yaml on top of it (README: Preference tuning).
+# SFT -> DPO: the demo run, then examples/dpo_style.yaml on top of it (docs/training.md: Preference tuning).
 demo-dpo: venv
 	$(BIN)/snakemake export --cores $(CORES) --config specs=specs/demo.yaml,examples/dpo_style.yaml
 
-# The demo speller scored on the two lm-evaluation-harness tasks in tasks/ (README: Harness benchmarks):
+# The demo speller scored on the two lm-evaluation-harness tasks in tasks/ (docs/evaluation.md: Harness benchmarks):
 # results/runs/demo_benchmarks/benchmarks.md, the comparison table, the plots and the card.
 demo-bench: venv
 	$(BIN)/snakemake --cores $(CORES) --config specs=examples/demo_benchmarks.yaml
 
-# The GRPO demo (README: GRPO): the demo stopped early, then GRPO with an exact-match reward.
+# The GRPO demo (docs/training.md: GRPO): the demo stopped early, then GRPO with an exact-match reward.
 demo-grpo: venv
 	$(BIN)/snakemake evaluate --cores $(CORES) --config specs=examples/grpo/sft_early.yaml,examples/grpo/grpo_digits.yaml
 
-# Rebuild in a clean copy and compare with tunemake.lock (README: Publish a result).
+# Rebuild in a clean copy and compare with tunemake.lock (docs/publish.md).
 VERIFY_UNTIL ?= smoke_test
 verify: venv
 	$(BIN)/snakemake verify --cores $(CORES) --config verify_until=$(VERIFY_UNTIL)
@@ -55,7 +55,7 @@ test: lint
 test-fast: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder -m "not slow"
 
-# Every bench prints its ratios against a baseline timed in the same run (README: Benchmarks).
+# Every bench prints its ratios against a baseline timed in the same run (docs/benchmarks.md).
 # report_screenshot needs Debian's chromium; gpu_qlora says so and exits where no GPU is present.
 BENCHES := noop eval_generation train_throughput dpo_throughput grpo_throughput data_prep report_screenshot gpu_qlora
 bench: venv

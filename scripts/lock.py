@@ -2,7 +2,7 @@
 
     python -m scripts.lock --specs specs/demo.yaml --out tunemake.lock
 
-Run by `snakemake lock` once every run is exported (README: Publish a result). The files are
+Run by `snakemake lock` once every run is exported (docs/publish.md). The files are
 hashed as they are on disk, so a file changed after its step wrote it shows up in `verify`.
 """
 

@@ -200,7 +200,7 @@ def render_card(
 
 To check these bytes: `snakemake lock` writes `tunemake.lock` (the sha256 of every file every step
 wrote, with the package versions, device, threads and seeds), and `snakemake verify` rebuilds the
-run in a clean copy and compares every file with it (README: Publish a result).
+run in a clean copy and compares every file with it (docs/publish.md).
 """
 
 

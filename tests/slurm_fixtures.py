@@ -97,7 +97,7 @@ def pytest_configure(config: pytest.Config) -> None:
     pytest-xdist starts its workers, which inherit the outcome through OUTCOME_ENV).
 
     Where SLURM's client is installed, every Snakemake start waits up to 10 s for the SLURM
-    plugin's `scontrol show config` unless a controller answers (README: slow start), so the
+    plugin's `scontrol show config` unless a controller answers (docs/slurm.md), so the
     cluster runs for the whole session whenever `scontrol` exists or SLURM tests are selected.
     """
     if hasattr(config, "workerinput") or OUTCOME_ENV in os.environ:

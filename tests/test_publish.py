@@ -68,7 +68,7 @@ def test_the_lock_lists_every_step_with_its_files_hashes_and_provenance(locked):
 
 
 def test_verify_rebuilds_the_demo_cleanly_and_every_file_and_the_lock_match(locked):
-    """The determinism promise (README: Reliability): a clean rebuild of the demo, in verify's
+    """The determinism promise (docs/publish.md: Reliability): a clean rebuild of the demo, in verify's
     kept copy, gives byte-identical shards, tokenizer, weights, predictions and metrics, and the
     same lock file."""
     proc, output = verify(locked, keep=True)

@@ -80,7 +80,7 @@ def local_task_errors(index: int, task: str) -> list[str]:
             + (
                 f"task files there: {', '.join(near)}"
                 if near
-                else "write a task YAML (README: Harness benchmarks)"
+                else "write a task YAML (docs/evaluation.md: Harness benchmarks)"
             )
             + ", or give a harness task name such as hellaswag"
         ]
@@ -174,7 +174,7 @@ def unknown_harness_tasks(entries: list[tuple[str, int, str]]) -> list[str]:
             if (close := difflib.get_close_matches(task, known, 1, 0.75))
             else ""
         )
-        + " List them with `lm-eval ls tasks`, or give a task YAML path (README: Harness benchmarks)."
+        + " List them with `lm-eval ls tasks`, or give a task YAML path (docs/evaluation.md: Harness benchmarks)."
         for file, index, task in named
         if task not in known
     ]
