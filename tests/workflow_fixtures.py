@@ -102,24 +102,74 @@ def workflow(tmp_path) -> Path:
     return copy_workflow(tmp_path / "wf")
 
 
-@pytest.fixture(scope="session")
-def demo_build(tmp_path_factory) -> Path:
-    """The demo built once per test session, untouched: the reference other runs are compared
-    with (tests copy it before they change anything). Under pytest-xdist the workers share one
-    build: the first to need it builds it under a file lock, the others wait and reuse it."""
+def shared_build(tmp_path_factory, name: str, *args: str, start: Path | None = None, prepare=None) -> Path:
+    """A copy of the workflow (or of the shared build `start`), changed by `prepare(workdir)` if
+    given, where `snakemake <args>` ran once per test session, its terminal output kept beside it
+    (build_jobs). Under pytest-xdist the
+    workers share one build: the first to need it builds it under a file lock, the others wait
+    and reuse it. Tests never change it: they copy it (copy_built) before they change anything."""
+
+    def build(workdir: Path) -> None:
+        copy_built(start, workdir) if start else copy_workflow(workdir)
+        if prepare:
+            prepare(workdir)
+        keep_terminal(workdir, snakemake(workdir, *args, timeout=2400))
+
     if "PYTEST_XDIST_WORKER" not in os.environ:
-        workdir = copy_workflow(tmp_path_factory.mktemp("demo_reference"))
-        keep_terminal(workdir, snakemake(workdir, "export"))
+        workdir = tmp_path_factory.mktemp(name) / "wf"
+        build(workdir)
         return workdir
-    workdir = tmp_path_factory.getbasetemp().parent / "demo_reference"  # shared by the workers
-    done = workdir.with_name("demo_reference.done")
-    with open(workdir.with_name("demo_reference.lock"), "w") as lock:
+    workdir = tmp_path_factory.getbasetemp().parent / name  # shared by the workers
+    done = workdir.with_name(f"{name}.done")
+    with open(workdir.with_name(f"{name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not done.exists():
             shutil.rmtree(workdir, ignore_errors=True)  # a build that failed on another worker
-            keep_terminal(workdir, snakemake(copy_workflow(workdir), "export"))
+            build(workdir)
             done.touch()
     return workdir
+
+
+def make_target_args(target: str) -> list[str]:
+    """The snakemake arguments of a Makefile target (what the README says to run), without the
+    cores (tests pass their own)."""
+    lines = (REPO / "Makefile").read_text().split(f"{target}: venv\n", 1)[1].splitlines()
+    command = lines[0].strip().split()
+    assert command[0] == "$(BIN)/snakemake", command
+    return [arg for arg in command[1:] if arg not in ("--cores", "$(CORES)")]
+
+
+def copy_built(build: Path, dest: Path) -> Path:
+    """A private copy of a shared build (results, Snakemake's metadata and file times), so a test
+    that edits specs or reruns steps changes nothing another test sees."""
+    shutil.copytree(build, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory) -> Path:
+    """The demo built once per test session, untouched: the reference other runs are compared
+    with, and the start of the tests that build on the demo (they copy it with copy_built)."""
+    return shared_build(tmp_path_factory, "demo_reference", "export")
+
+
+SFT_EARLY = "examples/grpo/sft_early.yaml"
+
+
+@pytest.fixture(scope="session")
+def sft_early_build(tmp_path_factory) -> Path:
+    """The GRPO demo's start model (examples/grpo/sft_early.yaml: the demo speller stopped early),
+    trained and evaluated once per test session: the SFT parent of both GRPO modules
+    (tests/test_grpo.py, tests/test_grpo_demo.py), which copy it."""
+    return shared_build(tmp_path_factory, "sft_early", "evaluate", "--config", f"specs={SFT_EARLY}")
+
+
+@pytest.fixture(scope="session")
+def dpo_demo_build(demo_build, tmp_path_factory) -> Path:
+    """`make demo-dpo` on a copy of the demo build, once per test session: the demo's SFT run
+    came built, so the target's command trains only examples/dpo_style.yaml's DPO run on top of
+    it. The DPO run that tests/test_preference_demo.py and tests/test_preference_eval.py read."""
+    return shared_build(tmp_path_factory, "dpo_demo", *make_target_args("demo-dpo"), start=demo_build)
 
 
 def terminal_file(workdir: Path) -> Path:
@@ -135,6 +185,11 @@ def keep_terminal(workdir: Path, proc) -> None:
 def demo_terminal(demo_build: Path) -> str:
     """What `snakemake export` printed on the terminal while it built `demo_build`."""
     return terminal_file(demo_build).read_text()
+
+
+def build_jobs(workdir: Path) -> Counter:
+    """The rules of the jobs the snakemake run that made a shared build executed, with counts."""
+    return Counter(_JOB_LINE.findall(terminal_file(workdir).read_text()))
 
 
 # Artifacts that must be byte-identical between two builds of the same spec on one machine.
