@@ -22,15 +22,28 @@ pytest_plugins = [
 ]
 
 
+# Session builds shared by the workers (tests/workflow_fixtures.py: shared_build), longest first:
+# the modules that wait on the longest ones are handed out first, so that no build starts late
+# and leaves one worker training alone at the end.
+LONG_BUILDS = ("preference_build", "dpo_demo_build", "sft_early_build")
+
+
 def pytest_collection_modifyitems(config, items):
     """`make test` runs on pytest-xdist workers with `--dist loadscope`: every module runs on
     one worker, so its module fixtures are built once (and the SLURM workflow tests run one at
     a time, as one user's jobs on the test cluster). Modules are handed out in this order
-    (`--no-loadscope-reorder`): SLURM first, then modules with slow tests, so that the short
-    ones fill the gaps at the end."""
+    (`--no-loadscope-reorder`): SLURM first, then the modules that start from the longest shared
+    builds (LONG_BUILDS), then the other modules with slow tests, so that the short ones fill
+    the gaps at the end."""
     slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    build_rank = {}
+    for item in items:
+        ranks = [LONG_BUILDS.index(name) for name in item.fixturenames if name in LONG_BUILDS]
+        rank = min(ranks, default=len(LONG_BUILDS))
+        build_rank[item.module.__name__] = min(rank, build_rank.get(item.module.__name__, rank))
 
     def cost_rank(item):
-        return (not item.get_closest_marker("slurm"), item.module.__name__ not in slow_modules)
+        module = item.module.__name__
+        return (not item.get_closest_marker("slurm"), module not in slow_modules, build_rank[module])
 
     items.sort(key=cost_rank)
