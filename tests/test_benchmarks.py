@@ -1,8 +1,10 @@
 """lm-evaluation-harness benchmarks as cached targets (issue 18), through the real workflow.
 
-A two-value learning-rate sweep of the demo speller with the repo's two local harness tasks
-(tasks/spell_digits.yaml: generation scored by exact match; tasks/digit_choice.yaml: multiple
-choice by log-likelihood). What a user checks: the base model is scored once per task for both
+The demo speller and a second run of it at another learning rate (specs/bench.yaml), both
+with the repo's two local harness tasks (tasks/spell_digits.yaml: generation scored by exact
+match; tasks/digit_choice.yaml: multiple choice by log-likelihood). The demo run is the
+session's demo build (tests/workflow_fixtures.py), copied, with the benchmarks added to its spec:
+only the second run trains. What a user checks: the base model is scored once per task for both
 runs; the scores equal what the harness's own CLI prints for the same folders; the tuned model
 beats the base; the model card's model-index lists them; editing a task file reruns only the
 benchmark jobs; a missing task file or an unknown task name fails before any job starts.
@@ -20,15 +22,16 @@ import pytest
 import yaml
 
 from scripts.common.report_text import with_benchmarks
-from tests.workflow_fixtures import copy_workflow, jobs_run, snakemake
+from tests.workflow_fixtures import copy_built, copy_workflow, jobs_run, snakemake
 
 SPEC = "specs/bench.yaml"
-RUNS = ["bench--train.learning_rate=0.003", "bench--train.learning_rate=0.004"]
+SPECS = f"specs/demo.yaml,{SPEC}"  # two runs on one base: the demo (lr 3e-3) and bench (lr 4e-3)
+RUNS = ["demo", "bench"]
 LIMIT = 100
 BATCH = 16
 
 
-def bench_spec(demo: dict, **evaluate) -> dict:
+def bench_spec(demo: dict, **train) -> dict:
     spec = dict(demo)
     spec["evaluate"] = {
         **demo["evaluate"],
@@ -36,9 +39,8 @@ def bench_spec(demo: dict, **evaluate) -> dict:
             {"task": "tasks/spell_digits.yaml", "limit": LIMIT, "batch_size": BATCH},
             {"task": "tasks/digit_choice.yaml", "limit": LIMIT, "batch_size": BATCH},
         ],
-        **evaluate,
     }
-    spec["sweep"] = {"train.learning_rate": [3e-3, 4e-3]}
+    spec["train"] = {**demo["train"], **train}
     return spec
 
 
@@ -55,11 +57,12 @@ def scores_by_model(workdir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("benchmarks"))
+def build(demo_build, tmp_path_factory):
+    workdir = copy_built(demo_build, tmp_path_factory.mktemp("benchmarks") / "wf")
     demo = yaml.safe_load((workdir / "specs/demo.yaml").read_text())
-    (workdir / SPEC).write_text(yaml.safe_dump(bench_spec(demo), sort_keys=False))
-    proc = snakemake(workdir, "export", "--config", f"specs={SPEC}", timeout=1200)
+    (workdir / "specs/demo.yaml").write_text(yaml.safe_dump(bench_spec(demo), sort_keys=False))
+    (workdir / SPEC).write_text(yaml.safe_dump(bench_spec(demo, learning_rate=4e-3), sort_keys=False))
+    proc = snakemake(workdir, "export", "--config", f"specs={SPECS}", timeout=1200)
     return workdir, proc
 
 
@@ -81,8 +84,9 @@ def harness_cli(workdir: Path, model: str, out: Path) -> dict:
 def test_sweep_scores_its_base_once(build):
     workdir, proc = build
     ran = jobs_run(proc)
-    # 2 tasks x (1 shared base + 2 tuned models)
+    # 2 tasks x (1 shared base + 2 tuned models); the demo came trained and evaluated
     assert ran["score_benchmark"] == 6 and ran["compare_benchmarks"] == 2, ran
+    assert ran["train_model"] == 1 and ran["evaluate_model"] == 1 and not ran["base_model"], ran
     scores = scores_by_model(workdir)
     base = {task for kind, task in scores if kind == "base"}
     assert base == {"tasks/spell_digits.yaml", "tasks/digit_choice.yaml"}
@@ -128,7 +132,7 @@ def test_card_model_index_lists_the_scores(build):
     table = json.loads((workdir / f"results/runs/{run}/benchmarks.json").read_text())
     assert listed == {(r["name"], r["metric"]): r["tuned"] for r in table["rows"]}
     assert "### Benchmarks (lm-evaluation-harness" in card and "digit_choice" in card
-    snakemake(workdir, "compare", "--config", f"specs={SPEC}")  # the table and plots of all runs
+    snakemake(workdir, "compare", "--config", f"specs={SPECS}")  # the table and plots of all runs
     header = (workdir / "results/compare/metrics.md").read_text()
     assert "digit_choice/acc ↑" in header and "spell_digits/exact_match ↑" in header
     assert (workdir / f"results/runs/{run}/report/benchmarks.html").stat().st_size > 0
@@ -137,11 +141,11 @@ def test_card_model_index_lists_the_scores(build):
 @pytest.mark.slow
 def test_editing_a_task_reruns_only_its_benchmark_jobs(build):
     workdir, _ = build
-    planned = jobs_run(snakemake(workdir, "-n", "export", "--config", f"specs={SPEC}"))
+    planned = jobs_run(snakemake(workdir, "-n", "export", "--config", f"specs={SPECS}"))
     assert not planned, planned
     task = workdir / "tasks/digit_choice.yaml"
     task.write_text(task.read_text().replace("version: 1", "version: 2"))
-    proc = snakemake(workdir, "export", "--config", f"specs={SPEC}")
+    proc = snakemake(workdir, "export", "--config", f"specs={SPECS}")
     ran = jobs_run(proc)
     assert ran["score_benchmark"] == 3, ran  # one task: its base and the two tuned models
     assert set(ran) <= {
@@ -153,22 +157,24 @@ def test_editing_a_task_reruns_only_its_benchmark_jobs(build):
         "export",
     }
     # a spec edit of one task's settings plans only that task's scores (and the tables after them)
-    before = (workdir / SPEC).read_text()
-    spec = yaml.safe_load(before)
-    spec["evaluate"]["benchmarks"][0]["limit"] = 50
-    (workdir / SPEC).write_text(yaml.safe_dump(spec, sort_keys=False))
-    planned = jobs_run(snakemake(workdir, "-n", "export", "--config", f"specs={SPEC}"))
+    before = {path: (workdir / path).read_text() for path in SPECS.split(",")}
+    for path, text in before.items():  # the same edit in both runs' specs
+        spec = yaml.safe_load(text)
+        spec["evaluate"]["benchmarks"][0]["limit"] = 50
+        (workdir / path).write_text(yaml.safe_dump(spec, sort_keys=False))
+    planned = jobs_run(snakemake(workdir, "-n", "export", "--config", f"specs={SPECS}"))
     assert (
         planned["score_benchmark"] == 3 and "evaluate_model" not in planned and "train_model" not in planned
     )
-    why = snakemake(workdir, "why", "--config", f"specs={SPEC}").stdout
+    why = snakemake(workdir, "why", "--config", f"specs={SPECS}").stdout
     assert f"evaluate.benchmarks[0].limit: {LIMIT} -> 50" in why, why
     reruns = [line for line in why.splitlines() if "reruns:" in line]
     assert reruns and all(
         "score_benchmark, compare_benchmarks" in r and "evaluate_model" not in r for r in reruns
     )
-    (workdir / SPEC).write_text(before)  # back: its scores are still there, nothing to run
-    assert not jobs_run(snakemake(workdir, "-n", "export", "--config", f"specs={SPEC}"))
+    for path, text in before.items():  # back: their scores are still there, nothing to run
+        (workdir / path).write_text(text)
+    assert not jobs_run(snakemake(workdir, "-n", "export", "--config", f"specs={SPECS}"))
 
 
 @pytest.mark.slow
@@ -218,7 +224,7 @@ def test_a_tracker_logs_the_benchmark_deltas(build):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     workdir, _ = build
-    ran = jobs_run(snakemake(workdir, "export", "--config", f"specs={SPEC}", "trackers=tensorboard"))
+    ran = jobs_run(snakemake(workdir, "export", "--config", f"specs={SPECS}", "trackers=tensorboard"))
     assert ran["track_run"] == 2 and "score_benchmark" not in ran and "evaluate_model" not in ran, ran
     run = RUNS[1]
     table = json.loads((workdir / f"results/runs/{run}/benchmarks.json").read_text())

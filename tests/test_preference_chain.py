@@ -1,6 +1,6 @@
 """Runs that build on runs, and reference log-probs computed once (issue 15), through the real
-workflow: the demo's SFT run, then a DPO run on preference pairs that starts from it
-(`model: {from_run: demo}`), swept over three values of beta.
+workflow: the demo's SFT run (the session's demo build, copied), then a DPO run on preference
+pairs that starts from it (`model: {from_run: demo}`), swept over three values of beta.
 
 What a user checks: `snakemake -n` shows one reference_logps job for the three runs; training reads
 those values (the DPO reward of the untrained policy is zero: the reference is the base itself,
@@ -14,7 +14,7 @@ import json
 import pytest
 import yaml
 
-from tests.workflow_fixtures import copy_workflow, jobs_run, kill_at_first_checkpoint, snakemake
+from tests.workflow_fixtures import copy_built, jobs_run, kill_at_first_checkpoint, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +27,8 @@ def dry_run_jobs(workdir, target="train"):
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("chain"))
+def chain(demo_build, tmp_path_factory):
+    workdir = copy_built(demo_build, tmp_path_factory.mktemp("chain") / "wf")
     records = [
         json.loads(line) for line in (workdir / "data/demo/spell_digits.jsonl").read_text().splitlines()
     ]
@@ -41,8 +41,6 @@ def chain(tmp_path_factory):
             )
     (workdir / "data/pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     demo = yaml.safe_load((workdir / "specs/demo.yaml").read_text())
-    demo["train"] = {**demo["train"], "max_steps": 30}
-    (workdir / "specs/demo.yaml").write_text(yaml.safe_dump(demo, sort_keys=False))
     dpo = {
         **demo,
         "model": {"from_run": "demo"},
@@ -78,8 +76,9 @@ def runs():
 
 def test_a_beta_sweep_computes_the_reference_log_probs_once(chain):
     workdir, planned, ran = chain
-    assert planned["reference_logps"] == 1 and planned["train_model"] == 4, planned
-    assert ran["reference_logps"] == 1 and ran["train_model"] == 4, ran
+    # the demo came trained: the three DPO runs train, on one reference pass
+    assert planned["reference_logps"] == 1 and planned["train_model"] == 3, planned
+    assert ran["reference_logps"] == 1 and ran["train_model"] == 3, ran
     (manifest_path,) = (workdir / "results/reference").glob("*/logps.manifest.json")
     manifest = json.loads(manifest_path.read_text())
     from scripts.common.manifest import validate_manifest

@@ -329,42 +329,23 @@ def test_cli_scores_pairs_against_the_reference(tiny_build, pair_tokens, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def dpo_run(tmp_path_factory):
-    from tests.workflow_fixtures import copy_workflow, snakemake
+def dpo_run(dpo_demo_build, tmp_path_factory):
+    """The DPO demo run (examples/dpo_style.yaml: DPO with beta 0.1 on the demo's style pairs,
+    from the demo's SFT run; the session's shared build, copied), then `snakemake compare`."""
+    from tests.workflow_fixtures import copy_built, snakemake
 
-    workdir = copy_workflow(tmp_path_factory.mktemp("dpo_eval"))
-    demo = yaml.safe_load((workdir / "specs/demo.yaml").read_text())
-    (workdir / "specs/demo.yaml").unlink()
-    pairs = {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}
-    spec = {
-        **demo,
-        "data": {
-            **demo["data"],
-            "sources": [{"path": "data/demo/spell_digits_pairs.jsonl", "fields": pairs}],
-        },
-        "train": {
-            **demo["train"],
-            "objective": "dpo",
-            "max_steps": 40,
-            "save_steps": 20,
-            "dpo": {"beta": 0.1},
-        },
-        "evaluate": {
-            **demo["evaluate"],
-            "metrics": ["exact_match", "regex_match", "loss"],
-            "regex_match": {"pattern": make_demo_data.PREFERRED_PATTERN},
-            "max_examples": 64,
-        },
-    }
-    (workdir / "specs/dpo.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    snakemake(workdir, "compare", "results/runs/dpo/model_card.md")
+    workdir = copy_built(dpo_demo_build, tmp_path_factory.mktemp("dpo_eval") / "wf")
+    specs = "specs=specs/demo.yaml,examples/dpo_style.yaml"
+    snakemake(workdir, "compare", "results/runs/dpo_style/model_card.md", "--config", specs)
     return workdir
 
 
 @pytest.mark.slow
 def test_a_dpo_run_reports_rewards_in_the_report_the_compare_table_and_the_card(dpo_run):
-    report = json.loads((dpo_run / "results/runs/dpo/evaluate/report.json").read_text())
-    assert report["preference"] == {"objective": "dpo", "pairs": 64, "beta": 0.1}
+    report = json.loads((dpo_run / "results/runs/dpo_style/evaluate/report.json").read_text())
+    pairs = report["examples"]  # every validation record of the pair data is a pair
+    assert pairs > 20
+    assert report["preference"] == {"objective": "dpo", "pairs": pairs, "beta": 0.1}
     base, tuned = report["metrics"]["base"], report["metrics"]["tuned"]
     assert tuned["reward_accuracy"] >= 0.8 and tuned["reward_margin"] > 0, tuned
     # the mean reward margin is beta times how much the log-prob gap chosen - rejected grew
@@ -373,13 +354,13 @@ def test_a_dpo_run_reports_rewards_in_the_report_the_compare_table_and_the_card(
     assert 0 <= base["ranking_accuracy"] <= tuned["ranking_accuracy"], (base, tuned)
     assert set(base) == {"exact_match", "regex_match", "validation_loss", *P.LOGP_METRICS}
     table = (dpo_run / "results/compare/metrics.md").read_text()
-    (row,) = [line for line in table.splitlines() if line.startswith("| dpo |")]
+    (row,) = [line for line in table.splitlines() if line.startswith("| dpo_style |")]
     assert f"**{tuned['reward_accuracy']:.4g}**" in row.split(" | ")[-2]  # reward_accuracy, no base
     assert "ranking_accuracy ↑ | reward_accuracy ↑ | reward_margin ↑ |" in table
-    card = (dpo_run / "results/runs/dpo/model_card.md").read_text()
+    card = (dpo_run / "results/runs/dpo_style/model_card.md").read_text()
     assert f"| reward_accuracy | - | {tuned['reward_accuracy']:.4g} |" in card
-    assert "- objective: dpo, beta 0.1" in card and "## Preference pairs (64 validation pairs" in card
-    page = (dpo_run / "results/runs/dpo/report/evaluation.html").read_text()
+    assert "- objective: dpo, beta 0.1" in card and f"## Preference pairs ({pairs} validation pairs" in card
+    page = (dpo_run / "results/runs/dpo_style/report/evaluation.html").read_text()
     assert "reward_accuracy" in page and "ranking_accuracy" in page
 
 
