@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.workflow_fixtures",
     "tests.records_fixtures",
     "tests.evaluate_fixtures",
+    "tests.preference_fixtures",
 ]
 
 

@@ -4,114 +4,27 @@ every record shape each objective takes: explicit {prompt, chosen, rejected} tex
 with text responses, implicit {chosen, rejected} texts, and for KTO its own {prompt, completion,
 label} records (half of them undesirable) as well as pairs. LoRA for every shape, full fine-tuning
 for KTO (whose reference is then a frozen copy of the base). The loss falls, the policy comes to
-prefer the chosen answers where the trainer measures it, and the saved model reloads.
+prefer the chosen answers where the trainer measures it, and the saved model reloads. The runs
+are the session's preference build (tests/preference_fixtures.py: preference_build), which also
+trains the DPO runs of tests/test_preference_training.py; tests read it and change nothing.
 
-The spec errors of bad combinations run fast (no training) and are not marked slow."""
+The spec errors of bad combinations run fast (no training) and are not marked slow; the KTO
+record shape itself: tests/test_kto_records.py."""
 
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import yaml
 
-from tests.preference_fixtures import rejected_answer
-from tests.workflow_fixtures import REPO, jobs_run, snakemake
-
-STEPS = 60
-ORPO = {"orpo": {"beta": 1.0}}  # the odds-ratio term weighed up beside the SFT loss of a random base
-PAIRS = {"q": "prompt", "good": "chosen", "bad": "rejected"}
-# run -> (objective, data file, fields, train overrides)
-RUNS = {
-    "orpo_explicit": ("orpo", "explicit", PAIRS, ORPO),
-    "orpo_chat": ("orpo", "chat", {"conv": "messages", "good": "chosen", "bad": "rejected"}, ORPO),
-    "orpo_implicit": ("orpo", "implicit", {"c": "chosen", "r": "rejected"}, ORPO),
-    # DPO on explicit and implicit pairs: tests/test_preference_training.py; on chat pairs here
-    "dpo_chat": ("dpo", "chat", {"conv": "messages", "good": "chosen", "bad": "rejected"}, {}),
-    "simpo_explicit": ("simpo", "explicit", PAIRS, {}),
-    "simpo_chat": ("simpo", "chat", {"conv": "messages", "good": "chosen", "bad": "rejected"}, {}),
-    "simpo_implicit": ("simpo", "implicit", {"c": "chosen", "r": "rejected"}, {}),
-    "kto_labelled": ("kto", "labelled", {"q": "prompt", "a": "completion", "ok": "label"}, {}),
-    "kto_pairs": ("kto", "explicit", PAIRS, {}),
-    "kto_full": (
-        "kto",
-        "labelled",
-        {"q": "prompt", "a": "completion", "ok": "label"},
-        {"method": "full"},
-    ),
-}
-
-
-def read_log(workdir, run: str) -> list[dict]:
-    path = workdir / f"results/runs/{run}/train/log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def demo_rows(workdir) -> list[dict]:
-    lines = (workdir / "data/demo/spell_digits.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["completion"].strip()]  # the demo's empty answers out
-
-
-def write_data(workdir) -> None:
-    explicit, chat, implicit, labelled = [], [], [], []
-    for i, r in enumerate(demo_rows(workdir)):
-        rejected = rejected_answer(r["completion"].split())
-        explicit.append({"q": r["prompt"], "good": r["completion"], "bad": rejected})
-        chat.append(
-            {"conv": [{"role": "user", "content": r["prompt"]}], "good": r["completion"], "bad": rejected}
-        )
-        implicit.append({"c": f"{r['prompt']} {r['completion']}", "r": f"{r['prompt']} {rejected}"})
-        # KTO records as a user has them: one completion per prompt, rated desirable or not
-        # (undesirable: the number in digits, not spelled; CSV-style text labels on some rows,
-        # JSON booleans on the others)
-        good = i % 2 == 0
-        label = good if i % 3 else ("True" if good else "false")
-        digits = " ".join(r["prompt"].removeprefix("Spell ").removesuffix(":"))
-        labelled.append({"q": r["prompt"], "a": r["completion"] if good else digits, "ok": label})
-    for name, rows in (
-        ("explicit", explicit),
-        ("chat", chat),
-        ("implicit", implicit),
-        ("labelled", labelled),
-    ):
-        (workdir / f"data/{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    shutil.copy(REPO / "tests/data/chat_template.jinja", workdir / "data/chat_template.jinja")
-
-
-def run_spec(demo: dict, objective: str, data: str, fields: dict, overrides: dict) -> dict:
-    train = {
-        **demo["train"],
-        "objective": objective,
-        "max_steps": STEPS,
-        "learning_rate": 1e-3,  # 3e-3 (the demo's) makes SimPO and KTO unstable
-        "logging_steps": 5,
-        "save_steps": 100,
-    }
-    spec = {**demo, "train": {**train, **overrides}}
-    if overrides.get("method") == "full":
-        spec["train"].pop("lora")
-        spec["export"] = {**spec["export"], "format": "merged"}
-    source = {"path": f"data/{data}.jsonl", "fields": {role: column for column, role in fields.items()}}
-    spec["data"] = {**demo["data"], "sources": [source]}
-    if data == "chat":
-        spec["tokenize"] = {**demo["tokenize"], "chat_template_file": "data/chat_template.jinja"}
-    return spec
+from tests.preference_fixtures import DPO_RUNS, RUNS, STEPS, read_log
+from tests.workflow_fixtures import REPO, build_jobs
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from tests.workflow_fixtures import copy_workflow
-
-    workdir = copy_workflow(tmp_path_factory.mktemp("objectives"))
-    write_data(workdir)
-    demo = yaml.safe_load((workdir / "specs/demo.yaml").read_text())
-    (workdir / "specs/demo.yaml").unlink()
-    for name, (objective, data, fields, overrides) in RUNS.items():
-        spec = run_spec(demo, objective, data, fields, overrides)
-        (workdir / f"specs/{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    proc = snakemake(workdir, "train", timeout=2400)
-    return workdir, proc
+def trained(preference_build):
+    return preference_build, build_jobs(preference_build)
 
 
 def losses(log: list[dict]) -> list[float]:
@@ -120,8 +33,8 @@ def losses(log: list[dict]) -> list[float]:
 
 @pytest.mark.slow
 def test_every_run_trains_and_its_loss_falls(trained):
-    workdir, proc = trained
-    assert jobs_run(proc)["train_model"] == len(RUNS)
+    workdir, ran = trained
+    assert ran["train_model"] == len(RUNS) + len(DPO_RUNS)  # the shared build: these runs and DPO's
     for run, (objective, *_) in RUNS.items():
         log = read_log(workdir, run)
         curve = losses(log)

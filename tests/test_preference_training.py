@@ -2,65 +2,32 @@
 demo's records (chosen: the digits spelled in order; rejected: the same words reversed): LoRA and
 QLoRA (bitsandbytes' CPU 4-bit) on explicit {prompt, chosen, rejected} records, full fine-tuning
 on implicit {chosen, rejected} texts. The policy learns to prefer the chosen answers: the DPO loss
-falls and the share of pairs it ranks right (TRL's rewards/accuracies) rises."""
+falls and the share of pairs it ranks right (TRL's rewards/accuracies) rises. The runs are part of
+the session's preference build (tests/preference_fixtures.py: preference_build), beside the runs
+of tests/test_preference_objectives.py on the same data files; tests read it and change nothing."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-import yaml
 
-from tests.preference_fixtures import rejected_answer
-from tests.workflow_fixtures import jobs_run, snakemake
+from tests.preference_fixtures import DPO_RUNS, RUNS
+from tests.workflow_fixtures import build_jobs
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from tests.workflow_fixtures import copy_workflow
-
-    workdir = copy_workflow(tmp_path_factory.mktemp("dpo"))
-    records = [
-        json.loads(line) for line in (workdir / "data/demo/spell_digits.jsonl").read_text().splitlines()
-    ]
-    explicit, implicit = [], []
-    for r in records:
-        if not r["completion"].strip():
-            continue  # the demo's deliberately empty answers: a pair needs two different ones
-        rejected = rejected_answer(r["completion"].split())
-        explicit.append({"q": r["prompt"], "good": r["completion"], "bad": rejected})
-        implicit.append({"c": f"{r['prompt']} {r['completion']}", "r": f"{r['prompt']} {rejected}"})
-    for name, rows in (("explicit", explicit), ("implicit", implicit)):
-        (workdir / f"data/{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    demo = yaml.safe_load((workdir / "specs/demo.yaml").read_text())
-    (workdir / "specs/demo.yaml").unlink()
-    train = {**demo["train"], "objective": "dpo", "max_steps": 40, "logging_steps": 5, "save_steps": 20}
-    specs = {
-        "dpo_lora": ({"q": "prompt", "good": "chosen", "bad": "rejected"}, "explicit", {}),
-        "dpo_full": ({"c": "chosen", "r": "rejected"}, "implicit", {"method": "full", "learning_rate": 1e-3}),
-        "dpo_qlora": ({"q": "prompt", "good": "chosen", "bad": "rejected"}, "explicit", {"method": "qlora"}),
-    }
-    for name, (columns, data, overrides) in specs.items():
-        spec = {**demo, "train": {**train, **overrides, "dpo": {"beta": 0.1}}}
-        if overrides.get("method") == "full":
-            spec["train"].pop("lora")
-            spec["export"] = {**spec["export"], "format": "merged"}
-        fields = {role: column for column, role in columns.items()}
-        spec["data"] = {**demo["data"], "sources": [{"path": f"data/{data}.jsonl", "fields": fields}]}
-        (workdir / f"specs/{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    proc = snakemake(workdir, "train")
-    return workdir, proc
+def trained(preference_build):
+    return preference_build, build_jobs(preference_build)
 
 
 # the share of pairs ranked right at the end (LoRA and QLoRA at 3e-3 learn faster than full at
 # 1e-3 in 40 steps: measured 0.95, 0.95 and 0.66, from 0.44, 0.44 and 0.40)
 @pytest.mark.parametrize(("run", "accuracy"), [("dpo_lora", 0.8), ("dpo_full", 0.6), ("dpo_qlora", 0.8)])
 def test_dpo_learns_to_prefer_the_chosen_answers(trained, run, accuracy):
-    workdir, proc = trained
-    ran = jobs_run(proc)
-    assert ran["train_model"] == 3 and ran["base_model"] == 2, ran  # lora and qlora share their data
+    workdir, _ = trained
     log = [
         json.loads(line)
         for line in (workdir / f"results/runs/{run}/train/log.jsonl").read_text().splitlines()
@@ -73,6 +40,23 @@ def test_dpo_learns_to_prefer_the_chosen_answers(trained, run, accuracy):
     assert last["rewards/margins"] > first["rewards/margins"]
     manifest = json.loads((workdir / f"results/runs/{run}/train.manifest.json").read_text())
     assert manifest["spec"]["objective"] == "dpo" and manifest["counts"]["steps"] == 40
+
+
+def test_runs_on_the_same_data_share_its_tokens_and_base_model(trained):
+    workdir, ran = trained
+    data_files = {data for _, data, _ in DPO_RUNS.values()} | {data for _, data, _, _ in RUNS.values()}
+    assert ran["base_model"] == len(data_files), ran  # one base model per data file, not per run
+
+    def read(run):  # the token shards and base model a run trained on
+        manifest = json.loads((workdir / f"results/runs/{run}/train.manifest.json").read_text())
+        return sorted(
+            i["path"]
+            for i in manifest["inputs"]
+            if i["path"].startswith(("results/tokens/", "results/models/"))
+        )
+
+    assert read("dpo_lora") == read("dpo_qlora") != read("dpo_full")
+    assert read("dpo_lora")
 
 
 def test_the_lora_run_saves_only_its_own_adapter_and_it_reloads(trained):
