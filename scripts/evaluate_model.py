@@ -163,9 +163,9 @@ def add_preference_metrics(results: dict, beta: float | None, compare_base: bool
 
 def preference_of(train_manifest: str, rows: list[dict]) -> dict | None:
     """{"objective", "pairs", "beta"} when the run trained on preference pairs, else None."""
-    train = read_json(train_manifest).get("spec", {})
-    objective = train.get("objective", "sft")
-    if objective == "sft" or not has_pairs(rows):
+    train = read_json(train_manifest).get("spec", {})  # the finished train slice ({}: no training)
+    objective = train.get("objective")
+    if objective in (None, "sft") or not has_pairs(rows):
         return None
     return {"objective": objective, "pairs": len(rows), "beta": pair_beta(train)}
 

@@ -22,20 +22,24 @@ import time
 
 from scripts.common.cli import fail, json_arg, path_list
 from scripts.common.manifest import write_manifest
-from scripts.compiler.spec import apply_defaults, section_schema
+from scripts.compiler.spec import section_schema
 
 SLICE_KEYS = {"precision", "threads", "qlora"}
 
 
 def reference_spec(given: dict) -> dict:
-    """The step's slice, checked; a QLoRA block gets the train schema's defaults."""
+    """The step's slice, checked: exactly its keys, and a QLoRA block as the compiler finished it
+    (every setting present: this step fills no defaults of its own)."""
     if set(given) != SLICE_KEYS:
         raise ValueError(f"the reference slice needs exactly {sorted(SLICE_KEYS)}, got {sorted(given)}")
-    spec = dict(given)
-    if spec["qlora"] is not None:
-        schema = section_schema("train")["properties"]["qlora"]
-        spec["qlora"] = apply_defaults(dict(spec["qlora"]), schema)
-    return spec
+    qlora = given["qlora"]
+    settings = set(section_schema("train")["properties"]["qlora"]["properties"])
+    if qlora is not None and set(qlora) != settings:
+        raise ValueError(
+            f"the reference slice's qlora block needs exactly {sorted(settings)} (the compiler fills "
+            f"them: steps.reference_slice of a compiled train section), got {sorted(qlora)}"
+        )
+    return dict(given)
 
 
 def reference_rows(split_ids: dict, values: dict) -> list[dict]:
@@ -84,26 +88,11 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    tokens = path_list(args.tokens)
-    start = time.perf_counter()
-    try:
-        spec = reference_spec(json_arg(args.spec_json))
-    except ValueError as exc:
-        fail(str(exc))
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from scripts.common.files import atomic_write_bytes
-    from scripts.common.modeling import load_tokenizer, pin_threads
-    from scripts.compiler.steps import manifest_of
-    from scripts.training.preference_training import REFERENCE_BATCH, preference_dataset, preference_table
-    from scripts.training.trainable import load_trainable_model, resolve_precision
-
-    pin_threads(spec["threads"], 0)
-    os.environ["TQDM_DISABLE"] = "1"  # TRL's precompute bar: a line per batch in the log
+def pair_datasets(tokens):
+    """(train pairs, validation pairs or None); an empty training split fails."""
     import datasets
+
+    from scripts.training.preference_training import preference_dataset
 
     datasets.disable_progress_bars()
     train_set, eval_set = preference_dataset(tokens, "train"), preference_dataset(tokens, "validation")
@@ -111,6 +100,15 @@ def main(argv=None):
         fail(
             "the training split has no preference pairs: check data.validation_fraction and the cleaning counts"
         )
+    return train_set, eval_set
+
+
+def compute_rows(args, spec: dict, tokens, sets) -> tuple[list[dict], dict, str]:
+    """(one row per pair, the pair ids per split, the precision): the base model's log-probs."""
+    from scripts.common.modeling import load_tokenizer
+    from scripts.training.preference_training import preference_table, reference_logprobs
+    from scripts.training.trainable import load_trainable_model, resolve_precision
+
     precision = resolve_precision(spec["precision"])
     quantized = spec["qlora"] is not None
     as_trained = {
@@ -119,32 +117,55 @@ def main(argv=None):
         "gradient_checkpointing": False,
     }
     model = load_trainable_model(args.base, as_trained, precision, adapter=False)
-    from scripts.training.preference_training import reference_logprobs
-
     with tempfile.TemporaryDirectory() as scratch:
-        train_values, eval_values = reference_logprobs(
-            model,
-            load_tokenizer(args.base),
-            training_arguments(precision, scratch),
-            train_set,
-            eval_set,
-            quantized,
-        )
-    splits = {"train": train_values, **({"validation": eval_values} if eval_set is not None else {})}
+        arguments = training_arguments(precision, scratch)
+        values = reference_logprobs(model, load_tokenizer(args.base), arguments, *sets, quantized)
+    splits = {"train": values[0], **({"validation": values[1]} if sets[1] is not None else {})}
     split_ids = {name: preference_table(tokens, name)["id"].to_pylist() for name in splits}
     try:
-        rows = reference_rows(split_ids, splits)
+        return reference_rows(split_ids, splits), split_ids, precision
     except ValueError as exc:
         fail(str(exc))
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(rows), sink)
-    atomic_write_bytes(args.out, sink.getvalue().to_pybytes())
-    work = sum(
+
+
+def pair_tokens(sets) -> int:
+    """Tokens the reference read: each pair's prompt twice, its two responses once."""
+    return sum(
         len(p) + len(c) + len(p) + len(r)
-        for data in (train_set, eval_set)
+        for data in sets
         if data is not None
         for p, c, r in zip(data["prompt_ids"], data["chosen_ids"], data["rejected_ids"])
     )
+
+
+def write_logps(path: str, rows: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from scripts.common.files import atomic_write_bytes
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    tokens = path_list(args.tokens)
+    start = time.perf_counter()
+    try:
+        spec = reference_spec(json_arg(args.spec_json))
+    except ValueError as exc:
+        fail(str(exc))
+    from scripts.common.modeling import pin_threads
+    from scripts.compiler.steps import manifest_of
+    from scripts.training.preference_training import REFERENCE_BATCH
+
+    pin_threads(spec["threads"], 0)
+    os.environ["TQDM_DISABLE"] = "1"  # TRL's precompute bar: a line per batch in the log
+    sets = pair_datasets(tokens)
+    rows, split_ids, precision = compute_rows(args, spec, tokens, sets)
+    write_logps(args.out, rows)
     base_manifest = manifest_of(args.base)
     write_manifest(
         args.manifest,
@@ -156,12 +177,12 @@ def main(argv=None):
             "pairs": len(rows),
             "train_pairs": len(split_ids["train"]),
             "validation_pairs": len(split_ids.get("validation", [])),
-            "tokens": work,
+            "tokens": pair_tokens(sets),
         },
         details={
             "batch_size": REFERENCE_BATCH,
             "precision": precision,
-            "quantized": quantized,
+            "quantized": spec["qlora"] is not None,
             "mean_chosen_logp": sum(r["ref_chosen_logps"] for r in rows) / len(rows),
             "mean_rejected_logp": sum(r["ref_rejected_logps"] for r in rows) / len(rows),
         },

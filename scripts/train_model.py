@@ -25,8 +25,8 @@ from scripts.common.cli import fail, json_arg, path_list
 from scripts.common.files import atomic_write_text, jsonl_text, read_jsonl
 from scripts.common.manifest import write_manifest
 from scripts.common.progress import Progress, train_progress_callback, worker_args
-from scripts.common.token_splits import load_split
-from scripts.compiler.spec import SpecError, apply_defaults, check_slice, section_schema
+from scripts.compiler.objectives import OBJECTIVES, resolve
+from scripts.compiler.spec import SpecError, check_slice
 from scripts.training.checkpoints import (
     INPUTS_FILE,
     inputs_fingerprint,
@@ -37,23 +37,16 @@ from scripts.training.checkpoints import (
     trim_log,
 )
 from scripts.training.launch import is_worker, relaunch
+from scripts.training.sft import shared_args
 from scripts.training.trainable import load_trainable_model, lora_config, resolve_precision
 
 LORA_LR_RANGE = (1e-5, 1e-3)
 
 
 def load_train_slice(spec_json: str) -> dict:
-    """The validated train section; the qlora block gets its defaults when the method is qlora,
-    the objective's block (dpo, orpo, simpo, kto, grpo) when it is the objective."""
-    train = check_slice("train", json_arg(spec_json))
-    objective = train["objective"]
-    blocks = [("qlora", train["method"] == "qlora")]
-    blocks += [(name, objective == name) for name in ("dpo", "orpo", "simpo", "kto", "grpo")]
-    for block, needed in blocks:
-        if needed:
-            schema = section_schema("train")["properties"][block]
-            train[block] = apply_defaults(dict(train.get(block) or {}), schema)
-    return train
+    """The train section, checked; the compiler's check_slice fills every default (the blocks
+    the objective and the method imply included), so a compiled slice comes back unchanged."""
+    return check_slice("train", json_arg(spec_json))
 
 
 def accumulation_steps(train: dict, world_size: int) -> int:
@@ -78,135 +71,41 @@ def lr_warnings(train: dict) -> list[str]:
     return []
 
 
-def sft_config(train: dict, work_dir: str, precision: str, accumulation: int):
-    from trl import SFTConfig
-
-    return SFTConfig(
-        **shared_args(train, work_dir, precision, accumulation),
-        max_length=train["packing_length"] if train["packing"] else None,
-        packing=train["packing"],
-        dataset_kwargs={"skip_prepare_dataset": True},
-        remove_unused_columns=False,
-    )
-
-
-def shared_args(train: dict, work_dir: str, precision: str, accumulation: int) -> dict:
-    """The TrainingArguments of every objective (SFTConfig and DPOConfig add their own)."""
-    import torch
-
-    steps = (
-        {"max_steps": train["max_steps"]} if "max_steps" in train else {"num_train_epochs": train["epochs"]}
-    )
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    evaluation = {"eval_strategy": "no"}
-    if train["eval_steps"]:
-        evaluation = {"eval_strategy": "steps", "eval_steps": train["eval_steps"]}
-    return dict(
-        output_dir=work_dir,
-        **steps,
-        **evaluation,
-        per_device_train_batch_size=train["per_device_batch_size"],
-        per_device_eval_batch_size=train["eval_batch_size"],
-        gradient_accumulation_steps=accumulation,
-        learning_rate=train["learning_rate"],
-        lr_scheduler_type=train["lr_scheduler"],
-        warmup_steps=train["warmup_ratio"],  # a float below 1 is a ratio of the total steps
-        optim=train["optimizer"],
-        weight_decay=train["weight_decay"],
-        max_grad_norm=train["max_grad_norm"],
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=not torch.cuda.is_available(),
-        ddp_backend=("nccl" if torch.cuda.is_available() else "gloo") if distributed else None,
-        gradient_checkpointing=train["gradient_checkpointing"],
-        logging_steps=train["logging_steps"],
-        save_steps=train["save_steps"],
-        save_total_limit=train["save_total_limit"],
-        seed=train["seed"],
-        data_seed=train["seed"],
-        report_to=[],
-        disable_tqdm=True,  # scripts/common/progress.py writes the progress lines (log and terminal)
-        dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding",
-    )
-
-
-def datasets(tokens, train: dict):
-    """(train dataset, validation dataset or None); packed rows when train.packing is on."""
-    from datasets import Dataset
-
-    train_table = load_split(tokens, "train", ["input_ids", "labels"])
-    if train_table.num_rows == 0:
-        fail("the training split is empty: check data.validation_fraction and the cleaning counts")
-    train_set = Dataset(train_table)
-    if train["packing"]:
-        from trl import pack_dataset
-
-        train_set = pack_dataset(train_set, train["packing_length"], strategy="bfd")
-    if not train["eval_steps"]:
-        return train_set, None
-    eval_table = load_split(tokens, "validation", ["input_ids", "labels"])
-    if eval_table.num_rows == 0:
-        fail("train.eval_steps is set but the validation split is empty: raise data.validation_fraction")
-    return train_set, Dataset(eval_table)
-
-
-def preference_datasets(tokens, train: dict, reference: str | None = None):
-    """(train pairs, validation pairs or None) for DPO (scripts/training/preference_training.py),
-    with the reference log-probs of the reference_logps step when `reference` names its file."""
-    import pyarrow.parquet as pq
-
-    from scripts.training.preference_training import ReferenceError
-
-    table = pq.read_table(reference) if reference else None
+def objective_datasets(tokens, train: dict, reference: str | None = None):
+    """(train rows, validation rows or None) from the dataset function the objective table
+    names, with the reference_logps step's file when the objective reads one."""
+    entry = OBJECTIVES[train["objective"]]
+    load = resolve(entry.dataset)
+    reference = reference if entry.reference else None
     try:
-        return _preference_splits(tokens, train, table)
-    except ReferenceError as exc:
-        fail(f"{reference}: {exc}")
-
-
-def _preference_splits(tokens, train: dict, reference):
-    from scripts.training.preference_training import preference_dataset
-
-    train_set = preference_dataset(tokens, "train", reference)
-    if train_set is None:
-        fail("the training split is empty: check data.validation_fraction and the cleaning counts")
-    if not train["eval_steps"]:
-        return train_set, None
-    eval_set = preference_dataset(tokens, "validation", reference)
+        train_set = load(tokens, "train", train, reference)
+        if train_set is None:
+            fail("the training split is empty: check data.validation_fraction and the cleaning counts")
+        if not train["eval_steps"]:
+            return train_set, None
+        eval_set = load(tokens, "validation", train, reference)
+    except ValueError as exc:  # reference log-probs that do not belong to the tokens
+        fail(str(exc))
     if eval_set is None:
         fail("train.eval_steps is set but the validation split is empty: raise data.validation_fraction")
     return train_set, eval_set
 
 
-OTHER_OBJECTIVES = ("orpo", "simpo", "kto")  # scripts/training/preference_objectives.py
-# objectives whose trainer adds the LoRA adapter itself (the reference is the adapter disabled)
-TRAINER_ADAPTER = ("dpo", "kto", "grpo")
+def build_trainer(args, train: dict, datasets, accumulation: int, callbacks, announce):
+    """(trainer, tokenizer, precision) of the objective table's trainer function. The model
+    carries its LoRA adapter unless the objective's trainer adds it itself. `callbacks()` makes
+    the callbacks once the model is loaded (the log's clock starts there)."""
+    from scripts.common.modeling import load_tokenizer
 
-
-def prompt_datasets(tokens):
-    """(train prompts, None) for grpo: {prompt, prompt_ids, reference} rows (scripts/training/grpo.py)."""
-    from scripts.training.grpo import prompt_dataset
-
-    train_set = prompt_dataset(tokens, "train")
-    if train_set is None:
-        fail("the training split is empty: check data.validation_fraction and the cleaning counts")
-    return train_set, None
-
-
-def objective_datasets(tokens, train: dict):
-    """(train rows, validation rows or None) for orpo, simpo or kto: pairs, or KTO examples."""
-    from scripts.training.preference_objectives import split_dataset
-
-    train_set = split_dataset(tokens, "train", train["objective"])
-    if train_set is None:
-        fail("the training split is empty: check data.validation_fraction and the cleaning counts")
-    if not train["eval_steps"]:
-        return train_set, None
-    eval_set = split_dataset(tokens, "validation", train["objective"])
-    if eval_set is None:
-        fail("train.eval_steps is set but the validation split is empty: raise data.validation_fraction")
-    return train_set, eval_set
+    entry = OBJECTIVES[train["objective"]]
+    precision = resolve_precision(train["precision"])
+    tokenizer = load_tokenizer(args.base)
+    model = load_trainable_model(args.base, train, precision, adapter=not entry.trainer_adds_adapter)
+    lora = None if train["method"] == "full" else lora_config(train)
+    shared = shared_args(train, args.work_dir, precision, accumulation)
+    build = resolve(entry.trainer)
+    trainer = build(model, lora, shared, train, *datasets, tokenizer, callbacks(), announce=announce)
+    return trainer, tokenizer, precision
 
 
 def prepare_work_dir(work: Path, is_main: bool, fingerprint: str) -> tuple[Path | None, float]:
@@ -298,6 +197,31 @@ def parse_args(argv):
     return parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)  # torchrun may pass the "--" on
 
 
+def checked_train(spec_json: str) -> tuple[dict, int]:
+    """(the train slice, gradient accumulation at this world size); a spec problem fails."""
+    try:
+        train = load_train_slice(spec_json)
+        return train, accumulation_steps(train, int(os.environ.get("WORLD_SIZE", "1")))
+    except (SpecError, ValueError) as exc:
+        fail(str(exc))
+
+
+def save_outputs(args, trainer, tokenizer, work: Path) -> list[dict]:
+    """The model (or adapter) with the tokens' chat template and the tokenizer; the log."""
+    from scripts.common.chat import TemplateError, tokens_chat_template
+
+    trainer.save_model(args.out)
+    sort_target_modules(Path(args.out) / "adapter_config.json")
+    try:  # the template the tokens were rendered with goes with the model into every export
+        tokenizer.chat_template = tokens_chat_template(args.tokens, tokenizer.chat_template)
+    except TemplateError as exc:
+        fail(str(exc))
+    tokenizer.save_pretrained(args.out)
+    log = read_jsonl(work / "log.jsonl")
+    atomic_write_text(args.log, jsonl_text(log))
+    return log
+
+
 def main(argv=None):
     args = parse_args(argv)
     args.tokens = path_list(args.tokens)
@@ -305,27 +229,12 @@ def main(argv=None):
         train_args = worker_args(sys.argv[1:] if argv is None else list(argv), args.progress)
         relaunch(train_args, args.nproc, args.nodes, args.mpi)
     start = time.perf_counter()
-    try:
-        train = load_train_slice(args.spec_json)
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        accumulation = accumulation_steps(train, world_size)
-    except (SpecError, ValueError) as exc:
-        fail(str(exc))
-    from trl import SFTTrainer
-
-    from scripts.common.modeling import load_tokenizer, pin_threads
+    train, accumulation = checked_train(args.spec_json)
+    from scripts.common.modeling import pin_threads
     from scripts.training.train_log import make_callbacks
 
     pin_threads(train["threads"], train["seed"])
-    dpo = train["objective"] == "dpo"
-    if train["objective"] in OTHER_OBJECTIVES:
-        train_set, eval_set = objective_datasets(args.tokens, train)
-    elif train["objective"] == "grpo":
-        train_set, eval_set = prompt_datasets(args.tokens)
-    else:
-        train_set, eval_set = (
-            preference_datasets(args.tokens, train, args.reference) if dpo else datasets(args.tokens, train)
-        )
+    datasets = objective_datasets(args.tokens, train, args.reference)
     work = Path(args.work_dir)
     fingerprint = inputs_fingerprint(args.tokens, args.base)
     resume, elapsed_before = prepare_work_dir(work, int(os.environ.get("RANK", "0")) == 0, fingerprint)
@@ -337,65 +246,27 @@ def main(argv=None):
         warnings.append(message)
         print(f"warning: {message}", file=sys.stderr)
 
-    precision = resolve_precision(train["precision"])
-    tokenizer = load_tokenizer(args.base)
-    model = load_trainable_model(
-        args.base, train, precision, adapter=train["objective"] not in TRAINER_ADAPTER
-    )
-    callbacks = make_callbacks(
-        work / "log.jsonl",
-        elapsed_before,
-        train["early_stopping_patience"],
-        train["early_stopping_threshold"],
-    ) + [train_progress_callback(Progress(args.run, args.progress))]
-    if dpo:
-        from scripts.training.preference_training import dpo_trainer
-
-        lora = None if train["method"] == "full" else lora_config(train)
-        shared = shared_args(train, str(work), precision, accumulation)
-        trainer = dpo_trainer(model, lora, shared, train["dpo"], train_set, eval_set, tokenizer, callbacks)
-    elif train["objective"] in OTHER_OBJECTIVES:
-        from scripts.training.preference_objectives import objective_trainer
-
-        lora = None if train["method"] == "full" else lora_config(train)
-        shared = shared_args(train, str(work), precision, accumulation)
-        trainer = objective_trainer(model, lora, shared, train, train_set, eval_set, tokenizer, callbacks)
-    elif train["objective"] == "grpo":
-        from scripts.training.grpo import grpo_trainer
-
-        lora = None if train["method"] == "full" else lora_config(train)
-        shared = shared_args(train, str(work), precision, accumulation)
-        trainer = grpo_trainer(
-            model, lora, shared, train["grpo"], train_set, tokenizer, callbacks, announce=warn
+    def callbacks() -> list:
+        log = make_callbacks(
+            work / "log.jsonl",
+            elapsed_before,
+            train["early_stopping_patience"],
+            train["early_stopping_threshold"],
         )
-    else:
-        trainer = SFTTrainer(
-            model=model,
-            args=sft_config(train, str(work), precision, accumulation),
-            train_dataset=train_set,
-            eval_dataset=eval_set,
-            processing_class=tokenizer,
-            callbacks=callbacks,
-        )
+        return log + [train_progress_callback(Progress(args.run, args.progress))]
+
+    trainer, tokenizer, precision = build_trainer(args, train, datasets, accumulation, callbacks, warn)
     rng_neutral_evaluation(trainer)
     if is_final(resume):
         result = reload_final_checkpoint(trainer, resume)
     else:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if trainer.is_world_process_zero():
-        trainer.save_model(args.out)
-        sort_target_modules(Path(args.out) / "adapter_config.json")
-        from scripts.common.chat import TemplateError, tokens_chat_template
-
-        try:  # the template the tokens were rendered with goes with the model into every export
-            tokenizer.chat_template = tokens_chat_template(args.tokens, tokenizer.chat_template)
-        except TemplateError as exc:
-            fail(str(exc))
-        tokenizer.save_pretrained(args.out)
-        log = read_jsonl(work / "log.jsonl")
-        atomic_write_text(args.log, jsonl_text(log))
+        log = save_outputs(args, trainer, tokenizer, work)
         facts = {"resume": resume, "precision": precision, "accumulation": accumulation, "warnings": warnings}
-        write_train_manifest(args, train, trainer, result, log, facts, eval_set, time.perf_counter() - start)
+        write_train_manifest(
+            args, train, trainer, result, log, facts, datasets[1], time.perf_counter() - start
+        )
     print(
         f"rank {trainer.args.process_index} of {trainer.args.world_size} finished",
         file=sys.stderr,

@@ -12,6 +12,7 @@ from pathlib import Path
 from scripts.compiler.benchmark_rules import benchmark_errors
 from scripts.compiler.gguf_rules import gguf_errors
 from scripts.compiler.grpo_rules import grpo_errors
+from scripts.compiler.objectives import KINDS, OBJECTIVES, record_kind, resolve
 
 
 def _evaluate_errors(value: dict) -> list[str]:
@@ -173,94 +174,11 @@ def _validation_errors(data: dict) -> list[tuple[list, str]]:
     ]
 
 
-PAIR_FIELDS = {"chosen", "rejected"}
-SMOOTHED_LOSSES = {"robust", "exo_pair"}
-
-
-PAIR_OBJECTIVES = ("dpo", "orpo", "simpo")
-OBJECTIVE_BLOCKS = ("dpo", "orpo", "simpo", "kto", "grpo")
-
-
-def _grpo_shape_errors(paired: list[bool], labelled: list[bool], texts: list[bool]) -> list[tuple[list, str]]:
-    """GRPO samples completions for prompts and rewards them against each record's reference:
-    prompt/completion (or alpaca) and chat records have both, plain text and pairs do not."""
-    where = ["train", "objective"]
-    if any(texts):
-        return [
-            (
-                where,
-                "train.objective: grpo samples completions for prompts, but a source maps only text (no prompt); "
-                "map prompt and completion (or chat messages) in data.sources, or use train.objective: sft",
-            )
-        ]
-    if any(paired) or any(labelled):
-        kind = "preference pairs (chosen, rejected)" if any(paired) else "KTO records (label)"
-        return [
-            (
-                where,
-                f"train.objective: grpo rewards sampled completions against one reference per prompt, but "
-                f"data.sources map {kind}; map prompt and completion (the completion is the reference), or use "
-                "train.objective: dpo, orpo, simpo or kto for this data",
-            )
-        ]
-    return []
-
-
-def _shape_errors(
-    objective: str, paired: list[bool], labelled: list[bool], texts: list[bool] = ()
-) -> list[tuple[list, str]]:
-    """dpo, orpo and simpo train on pairs; kto on KTO records or on pairs (each split into a
-    desirable and an undesirable example); sft on anything but KTO records."""
-    where = ["train", "objective"]
-    if objective in PAIR_OBJECTIVES and all(labelled):
-        return [
-            (
-                where,
-                f"train.objective: {objective} trains on preference pairs, but data.sources map KTO records "
-                "(prompt, completion, label); use train.objective: kto, or map chosen and rejected fields",
-            )
-        ]
-    if objective in PAIR_OBJECTIVES and not all(paired):
-        return [
-            (
-                where,
-                f"train.objective: {objective} trains on preference pairs, but data.sources map no chosen and "
-                "rejected fields; map them (fields: {prompt: ..., chosen: ..., rejected: ...}) or use "
-                "train.objective: sft",
-            )
-        ]
-    if objective == "kto" and not (all(labelled) or all(paired)):
-        return [
-            (
-                where,
-                "train.objective: kto trains on completions labelled desirable or not, but data.sources map no "
-                "label field (nor chosen and rejected, which kto splits into a desirable and an undesirable "
-                "example); map one (fields: {prompt: ..., completion: ..., label: ...}) or use "
-                "train.objective: sft",
-            )
-        ]
-    if objective == "grpo":
-        return _grpo_shape_errors(paired, labelled, texts)
-    if objective == "sft" and any(labelled):
-        return [
-            (
-                where,
-                "train.objective: sft would train on the undesirable completions of KTO records (field label) "
-                "too; use train.objective: kto, or map no label field and keep only the desirable records",
-            )
-        ]
-    return []
-
-
-def _objective_errors(train: dict, data: dict) -> list[tuple[list, str]]:
-    """The objective and the record shape must fit (_shape_errors), pairs and KTO records are
-    not mixed with other shapes in one dataset (sft trains on a pair's chosen response), and an
-    objective's settings block is given only with that objective."""
-    paired = [bool(PAIR_FIELDS & set(s["fields"])) for s in data["sources"]]
-    labelled = ["label" in s["fields"] for s in data["sources"]]
-    texts = [set(s["fields"]) == {"text"} for s in data["sources"]]
+def _mixing_errors(kinds: list[str]) -> list[tuple[list, str]]:
+    """Pairs and KTO records are not mixed with other shapes in one dataset (sft trains on a
+    pair's chosen response, and would on a KTO record's undesirable one)."""
     errors = []
-    if any(paired) and not all(paired):
+    if "pairs" in kinds and set(kinds) != {"pairs"}:
         errors.append(
             (
                 ["data", "sources"],
@@ -268,7 +186,7 @@ def _objective_errors(train: dict, data: dict) -> list[tuple[list, str]]:
                 "record shapes in one dataset; map chosen and rejected in every source or in none",
             )
         )
-    if any(labelled) and not all(labelled):
+    if "labelled" in kinds and set(kinds) != {"labelled"}:
         errors.append(
             (
                 ["data", "sources"],
@@ -276,68 +194,44 @@ def _objective_errors(train: dict, data: dict) -> list[tuple[list, str]]:
                 "dataset; map label in every source or in none (pairs: train.objective kto splits them)",
             )
         )
-    objective = train["objective"]
-    errors += _shape_errors(objective, paired, labelled, texts)
-    errors += _grpo_settings_errors(train)
-    for block in OBJECTIVE_BLOCKS:
-        if block in train and objective != block:
-            errors.append(
-                (
-                    ["train", block],
-                    f"train.{block}: applies to objective {block}, but train.objective is {objective!r}; "
-                    f"remove train.{block} or set train.objective: {block}",
-                )
-            )
-    if objective == "kto" and train["per_device_batch_size"] < 2:
-        errors.append(
-            (
-                ["train", "per_device_batch_size"],
-                "train.per_device_batch_size: kto estimates its KL term from the other examples of a batch, "
-                "so it needs at least 2; raise it (and lower gradient_accumulation_steps to keep the batch)",
-            )
-        )
-    dpo = train.get("dpo") or {}
-    if dpo.get("label_smoothing", 0) > 0 and dpo.get("loss_type", "sigmoid") not in SMOOTHED_LOSSES:
-        errors.append(
-            (
-                ["train", "dpo", "label_smoothing"],
-                f"train.dpo.label_smoothing: the {dpo.get('loss_type', 'sigmoid')} loss ignores it; use "
-                "loss_type robust or exo_pair, or remove label_smoothing",
-            )
-        )
-    if dpo.get("loss_type") == "exo_pair" and not dpo.get("label_smoothing"):
-        errors.append(
-            (
-                ["train", "dpo", "label_smoothing"],
-                "train.dpo.label_smoothing: the exo_pair loss needs it above 0",
-            )
-        )
     return errors
 
 
-def _grpo_settings_errors(train: dict) -> list[tuple[list, str]]:
-    """grpo needs its rewards; its validation would sample and score generations at every
-    eval_steps (evaluation compares the start and the tuned model once, after training)."""
-    if train["objective"] != "grpo":
+def _shape_errors(objective: str, kinds: list[str]) -> list[tuple[list, str]]:
+    """The objective must train on the record kinds the sources map (the objective table's
+    `accepts`); the first kind it refuses is explained by its entry's message."""
+    entry = OBJECTIVES[objective]
+    refused = [kind for kind in KINDS if kind in kinds and kind not in entry.accepts]
+    if not refused:
         return []
-    errors = []
-    if "grpo" not in train:
-        errors.append(
-            (
-                ["train", "objective"],
-                "train.grpo: objective grpo needs its rewards; add for example train.grpo: {rewards: "
-                "[{metric: exact_match}]}",
+    message = entry.refusals.get(refused[0]) or entry.refusals["*"]
+    return [(["train", "objective"], message.format(name=objective))]
+
+
+def _block_errors(train: dict) -> list[tuple[list, str]]:
+    """An objective's settings block is given only with that objective."""
+    objective, errors = train["objective"], []
+    for name, entry in OBJECTIVES.items():
+        block = entry.block
+        if block and block in train and block != OBJECTIVES[objective].block:
+            errors.append(
+                (
+                    ["train", block],
+                    f"train.{block}: applies to objective {name}, but train.objective is {objective!r}; "
+                    f"remove train.{block} or set train.objective: {name}",
+                )
             )
-        )
-    if train["eval_steps"] is not None:
-        errors.append(
-            (
-                ["train", "eval_steps"],
-                "train.eval_steps: grpo has no validation loss to watch (its loss is not a quality measure); "
-                "remove train.eval_steps (and early_stopping_patience): the evaluate step compares the start "
-                "model and the tuned model with evaluate.metrics",
-            )
-        )
+    return errors
+
+
+def _objective_errors(train: dict, data: dict) -> list[tuple[list, str]]:
+    """The objective and the record shapes must fit, its settings block comes only with it, and
+    its own rules (the objective table's `checks`) hold."""
+    kinds = [record_kind(source["fields"]) for source in data["sources"]]
+    objective = train["objective"]
+    errors = _mixing_errors(kinds) + _shape_errors(objective, kinds) + _block_errors(train)
+    for check in OBJECTIVES[objective].checks:
+        errors += resolve(check)(train)
     return errors
 
 

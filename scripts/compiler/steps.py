@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scripts.compiler.objectives import reads_reference
+
 # step -> the steps whose outputs it reads, for the `export` target, in DAG order.
 READS = {
     "shard_data": [],
@@ -99,11 +101,6 @@ def export_decoding(evaluate: dict) -> dict:
     return _part(evaluate, *keys)
 
 
-# Objectives whose reference model's log-probs are computed once, by their own step, and read
-# by every run that shares the tokens and the reference (a beta or learning-rate sweep).
-REFERENCE_OBJECTIVES = {"dpo"}
-
-
 def reference_slice(train: dict) -> dict:
     """What the reference log-probs depend on besides the tokens and the base: the precision
     (autocast), the threads (CPU kernels) and, for QLoRA, the quantization of the base. Not
@@ -112,7 +109,7 @@ def reference_slice(train: dict) -> dict:
     return {
         "precision": train["precision"],
         "threads": train["threads"],
-        "qlora": train.get("qlora", {}) if quantized else None,
+        "qlora": train["qlora"] if quantized else None,
     }
 
 
@@ -173,7 +170,9 @@ def run_steps(sections: dict) -> list[str]:
         skip |= {"score_benchmark", "compare_benchmarks"}
     if "push_to_hub" not in export:
         skip.add("push_to_hub")
-    if sections["train"].get("objective", "sft") not in REFERENCE_OBJECTIVES:
+    # the reference model's log-probs are computed once, by their own step, and read by every run
+    # that shares the tokens and the reference (a beta or learning-rate sweep)
+    if not reads_reference(sections["train"]["objective"]):
         skip.add("reference_logps")
     return [step for step in STEP_ORDER if step not in skip]
 

@@ -24,6 +24,8 @@ Pure functions (no torch): the sequences to score and the metrics of the scores.
 
 from __future__ import annotations
 
+from scripts.compiler.objectives import block_of
+
 IGNORE = -100
 HIGHER_IS_BETTER = {
     "chosen_logp": True,
@@ -42,10 +44,11 @@ def has_pairs(rows: list[dict]) -> bool:
 
 
 def pair_beta(train_spec: dict) -> float | None:
-    """The beta of the run's implicit reward: `train.<objective>.beta` of the train slice (the
-    train manifest's `spec`), or None for objectives without one (no reward metrics then)."""
-    objective = train_spec.get("objective", "sft")
-    beta = (train_spec.get(objective) or {}).get("beta") if objective != "sft" else None
+    """The beta of the run's implicit reward: `beta` of the objective's settings block in the
+    train slice (the train manifest's `spec`, finished by the compiler), or None for objectives
+    without one (no reward metrics then)."""
+    block = block_of(train_spec.get("objective"))  # a manifest's spec has it; {} (no run) has none
+    beta = train_spec[block].get("beta") if block in train_spec else None
     return float(beta) if beta is not None else None
 
 

@@ -194,3 +194,15 @@ def grpo_trainer(model, lora_config, args: dict, grpo: dict, train_set, tokenize
         callbacks=callbacks,
         peft_config=lora_config,
     )
+
+
+def split_dataset(token_files, split: str, train: dict, reference=None):
+    """The objective table's dataset of objective grpo: the split's prompts (prompt_dataset)."""
+    return prompt_dataset(token_files, split)
+
+
+def build_trainer(
+    model, lora, args: dict, train: dict, train_set, eval_set, tokenizer, callbacks, announce=None
+):
+    """The objective table's trainer of objective grpo (no validation set: grpo has none)."""
+    return grpo_trainer(model, lora, args, train["grpo"], train_set, tokenizer, callbacks, announce=announce)

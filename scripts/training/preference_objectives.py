@@ -234,12 +234,16 @@ def kto_trainer(model, lora_config, args: dict, kto: dict, train_set, eval_set, 
     )
 
 
-def split_dataset(token_files, split: str, objective: str):
-    """The rows of a split for `objective` (orpo, simpo or kto), or None when it is empty."""
-    return unpaired_dataset(token_files, split) if objective == "kto" else paired_dataset(token_files, split)
+def split_dataset(token_files, split: str, train: dict, reference=None):
+    """The rows of a split for train.objective orpo, simpo or kto, or None when it is empty."""
+    if train["objective"] == "kto":
+        return unpaired_dataset(token_files, split)
+    return paired_dataset(token_files, split)
 
 
-def objective_trainer(model, lora_config, args: dict, train: dict, train_set, eval_set, tokenizer, callbacks):
+def build_trainer(
+    model, lora_config, args: dict, train: dict, train_set, eval_set, tokenizer, callbacks, announce=None
+):
     """The trainer of train.objective orpo, simpo or kto, with its settings block (defaults
     filled). For orpo and simpo `model` carries its adapter already; for kto the adapter is left to
     TRL (`lora_config`, None for full fine-tuning), which disables it for the reference."""

@@ -49,6 +49,18 @@ def preference_dataset(token_files, split: str, reference=None):
     return Dataset.from_dict(columns)
 
 
+def split_dataset(token_files, split: str, train: dict, reference: str | None = None):
+    """The objective table's dataset of objective dpo: preference_dataset with the reference
+    log-probs of the reference_logps step's file `reference` (when given)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(reference) if reference else None
+    try:
+        return preference_dataset(token_files, split, table)
+    except ReferenceError as exc:
+        raise ReferenceError(f"{reference}: {exc}") from None
+
+
 def reference_columns(reference, split: str, ids: list) -> dict:
     """The reference log-probs of a split's pairs, in the order of `ids`; refuses values that
     are missing, extra or not finite (so a stale or damaged file is never trained on)."""
@@ -127,6 +139,13 @@ def dpo_trainer(
             callbacks=callbacks,
             peft_config=lora_config,
         )
+
+
+def build_trainer(
+    model, lora, args: dict, train: dict, train_set, eval_set, tokenizer, callbacks, announce=None
+):
+    """The objective table's trainer of objective dpo (dpo_trainer with train.dpo)."""
+    return dpo_trainer(model, lora, args, train["dpo"], train_set, eval_set, tokenizer, callbacks)
 
 
 def reference_logprobs(model, tokenizer, args: dict, train_set, eval_set, quantized: bool = False):

@@ -13,33 +13,10 @@ import re
 import time
 from pathlib import Path
 
-# (the preference objectives also log how often the policy prefers the chosen response and by
-# what margin, the rewards and mean log-probabilities of each side (KTO: of the desirable and the
-# undesirable completions), ORPO and SimPO/CPO the SFT part of their loss, ORPO its log odds
-# ratio, KTO its estimate of the KL divergence from the reference)
-LOGGED = (
-    "loss",
-    "eval_loss",
-    "learning_rate",
-    "grad_norm",
-    "train_loss",
-    "rewards/accuracies",
-    "rewards/margins",
-    "rewards/chosen",
-    "rewards/rejected",
-    "logps/chosen",
-    "logps/rejected",
-    "nll_loss",
-    "log_odds_ratio",
-    "kl",
-    # GRPO: the total reward (weighted sum of the terms) and its spread, the sampled completions'
-    # mean length in tokens and the share cut at max_completion_length; each term's mean is
-    # rewards/<term>/mean (REWARD_TERM)
-    "reward",
-    "reward_std",
-    "completions/mean_length",
-    "completions/clipped_ratio",
-)
+from scripts.compiler.objectives import logged_keys
+
+# The keys every trainer logs, then each objective's own (the objective table's `logged`).
+LOGGED = ("loss", "eval_loss", "learning_rate", "grad_norm", "train_loss", *logged_keys())
 REWARD_TERM = re.compile(r"rewards/[A-Za-z0-9_]+/mean")
 
 
