@@ -14,6 +14,7 @@ import math
 import re
 import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
@@ -285,26 +286,41 @@ def perplexity(mean_loss: float) -> float:
         return math.inf
 
 
-METRICS: dict[str, Callable[..., float | dict]] = {
-    "exact_match": exact_match,
-    "accuracy": accuracy,
-    "rouge": rouge,
-    "bleu": bleu,
-    "chrf": chrf,
-    "regex_match": regex_match,
+@dataclass(frozen=True)
+class Metric:
+    """One entry of evaluate.metrics. function: the corpus score of predictions against
+    references (None for the loss metrics, which come from the model's loss: evaluation.py);
+    per_example: one score per example (None: corpus only, like BLEU); reports: the report
+    metric names it yields; higher_is_better: their direction; options: the evaluate section's
+    block of keyword arguments for it (None: none); seeded: it also takes evaluate.seed."""
+
+    function: Callable[..., float | dict] | None
+    per_example: Callable[..., list[float]] | None
+    reports: tuple[str, ...]
+    higher_is_better: bool
+    options: str | None = None
+    seeded: bool = False
+
+
+# The metric table: the evaluate schema's enum and the report schema's metric names are tied to
+# it (tests/test_tables.py). Adding a metric is one entry here plus its options block there.
+TABLE: dict[str, Metric] = {
+    "exact_match": Metric(exact_match, exact_match_per_example, ("exact_match",), True, "exact_match"),
+    "accuracy": Metric(accuracy, accuracy_per_example, ("accuracy",), True, "accuracy"),
+    "rouge": Metric(rouge, rouge_per_example, ROUGE_TYPES, True, "rouge", seeded=True),
+    "bleu": Metric(bleu, None, ("bleu",), True, "bleu"),
+    "chrf": Metric(chrf, chrf_per_example, ("chrf",), True, "chrf"),
+    "regex_match": Metric(regex_match, regex_match_per_example, ("regex_match",), True, "regex_match"),
+    "loss": Metric(None, None, ("validation_loss",), False),
+    "perplexity": Metric(None, None, ("validation_loss", "perplexity"), False),
 }
-
-
+# The metrics computed from generations, by name (compute_metrics runs them).
+METRICS: dict[str, Callable[..., float | dict]] = {
+    name: metric.function for name, metric in TABLE.items() if metric.function is not None
+}
 # Report metric name -> whether a larger value is better (loss and perplexity: lower is better).
 HIGHER_IS_BETTER: dict[str, bool] = {
-    "exact_match": True,
-    "accuracy": True,
-    **dict.fromkeys(ROUGE_TYPES, True),
-    "bleu": True,
-    "chrf": True,
-    "regex_match": True,
-    "validation_loss": False,
-    "perplexity": False,
+    report: metric.higher_is_better for metric in TABLE.values() for report in metric.reports
 }
 
 

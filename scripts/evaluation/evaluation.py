@@ -7,8 +7,9 @@ from scripts.common import metrics as M
 from scripts.common.report_text import cell, preference_markdown
 from scripts.evaluation import preference_eval as P
 
-TEXT_METRICS = ("exact_match", "accuracy", "rouge", "bleu", "chrf", "regex_match")
-LOSS_METRICS = ("loss", "perplexity")
+# evaluate.metrics scored on generations, and those scored on the reference tokens' loss
+TEXT_METRICS = tuple(name for name, metric in M.TABLE.items() if metric.function is not None)
+LOSS_METRICS = tuple(name for name, metric in M.TABLE.items() if metric.function is None)
 WORST_IN_REPORT = 5
 # Report metric name -> whether a larger value is better: text and loss metrics, then the
 # preference metrics of preference runs (scripts/evaluation/preference_eval.py).
@@ -36,15 +37,13 @@ def wants_loss(ev: dict) -> bool:
 
 
 def metric_options(ev: dict) -> dict[str, dict]:
-    """The spec's options per metric, as keyword arguments of scripts.common.metrics."""
-    return {
-        "exact_match": ev["exact_match"],
-        "accuracy": ev["accuracy"],
-        "rouge": {**ev["rouge"], "seed": ev["seed"]},
-        "bleu": ev["bleu"],
-        "chrf": ev["chrf"],
-        "regex_match": ev.get("regex_match"),
-    }
+    """The spec's options per text metric, as keyword arguments of scripts.common.metrics."""
+    options = {}
+    for name in TEXT_METRICS:
+        metric = M.TABLE[name]
+        given = ev.get(metric.options) if metric.options else None
+        options[name] = {**given, "seed": ev["seed"]} if metric.seeded else given
+    return options
 
 
 def text_metrics(ev: dict, outputs: list[str], references: list[str]) -> dict[str, float]:
@@ -79,23 +78,24 @@ def per_example_rouge_type(ev: dict) -> str:
     return "rougeL" if "rougeL" in types else types[0]
 
 
+def example_column(ev: dict, name: str) -> tuple[str, dict]:
+    """(the per-example score's name, the per-example function's options) of a text metric:
+    rouge scores one of its types per example (per_example_rouge_type)."""
+    if name == "rouge":
+        kind = per_example_rouge_type(ev)
+        return kind, {"rouge_type": kind, "use_stemmer": ev["rouge"]["use_stemmer"]}
+    options = M.TABLE[name].options
+    return name, dict(ev.get(options) or {}) if options else {}
+
+
 def example_scores(ev: dict, outputs: list[str], references: list[str]) -> list[dict[str, float]]:
     """Per-example scores of the text metrics that have one (corpus BLEU has none)."""
     columns: dict[str, list[float]] = {}
-    names = text_metric_names(ev)
-    if "exact_match" in names:
-        columns["exact_match"] = M.exact_match_per_example(outputs, references, **ev["exact_match"])
-    if "accuracy" in names:
-        columns["accuracy"] = M.accuracy_per_example(outputs, references, **ev["accuracy"])
-    if "rouge" in names:
-        kind = per_example_rouge_type(ev)
-        columns[kind] = M.rouge_per_example(
-            outputs, references, rouge_type=kind, use_stemmer=ev["rouge"]["use_stemmer"]
-        )
-    if "chrf" in names:
-        columns["chrf"] = M.chrf_per_example(outputs, references, **ev["chrf"])
-    if "regex_match" in names:
-        columns["regex_match"] = M.regex_match_per_example(outputs, references, **ev["regex_match"])
+    for name in text_metric_names(ev):
+        per_example = M.TABLE[name].per_example
+        if per_example is not None:
+            column, options = example_column(ev, name)
+            columns[column] = per_example(outputs, references, **options)
     return [{k: round(v[i], 6) for k, v in columns.items()} for i in range(len(outputs))]
 
 
@@ -103,10 +103,8 @@ def primary_score(ev: dict) -> str | None:
     """The per-example score that orders predictions (worst first): the first text metric
     of the spec that has one; None when only loss is asked for."""
     for name in text_metric_names(ev):
-        if name == "rouge":
-            return per_example_rouge_type(ev)
-        if name != "bleu":
-            return name
+        if M.TABLE[name].per_example is not None:
+            return example_column(ev, name)[0]
     return None
 
 
