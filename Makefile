@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: export demo-dpo demo-grpo demo-bench verify test test-fast lint bench clean venv
+.PHONY: export demo-dpo demo-grpo demo-bench verify test test-fast lint bench docs clean venv
 
 venv: $(VENV)/.installed
 
@@ -60,6 +60,10 @@ test-fast: venv
 BENCHES := noop eval_generation train_throughput dpo_throughput grpo_throughput data_prep report_screenshot gpu_qlora
 bench: venv
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; HF_HUB_OFFLINE=1 $(BIN)/python bench/$$b.py || exit 1; done
+
+# docs/architecture.md from the step, objective, metric and GGUF type tables (a test fails when stale).
+docs: venv
+	$(BIN)/python -m scripts.common.architecture_page
 
 clean:
 	rm -rf results logs benchmarks .snakemake

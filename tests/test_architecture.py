@@ -10,6 +10,8 @@ import json
 import re
 from pathlib import Path
 
+from scripts.common import architecture_page
+from scripts.common.architecture_page import SHARED_PACKAGES, STAGE_ENTRIES
 from scripts.compiler.steps import READS, STEP_ORDER
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,18 +43,8 @@ def test_no_script_imports_another_script():
     assert offenders == {}
 
 
-# Stage packages and the entry scripts that may import them: a step's whole body is in its stage's
-# folder. scripts/compiler/ (the spec compiler, imported by the DAG) and scripts/common/ (what
-# several stages share) are imported by everyone.
-STAGES = {
-    "data": {"shard_data", "tokenize_shard", "audit_data"},
-    "training": {"train_model", "reference_logps"},
-    "evaluation": {"evaluate_model", "compare_runs", "plot_metrics"},
-    "gguf": {"export_gguf"},
-    "publish": {"lock", "verify", "archive"},
-    "tracking": {"track_run"},
-}
-SHARED = {"compiler", "common"}
+STAGES = {stage: set(entries) for stage, entries in STAGE_ENTRIES.items()}
+SHARED = set(SHARED_PACKAGES)
 PACKAGES = sorted(p.name for p in (REPO / "scripts").iterdir() if (p / "__init__.py").is_file())
 
 
@@ -191,3 +183,10 @@ def test_no_source_file_over_400_lines_and_no_function_over_60():
                 if lines > MAX_FUNCTION_LINES:
                     too_long[f"{name}:{node.name}"] = lines
     assert too_long == {}
+
+
+def test_the_generated_architecture_page_is_current():
+    """docs/architecture.md is rendered from the step, objective, metric and GGUF type tables and the
+    stage packages: an edit to any of them without `make docs`
+    fails here."""
+    assert architecture_page.PAGE.read_text(encoding="utf-8") == architecture_page.render()
