@@ -11,7 +11,7 @@ from scripts.compiler.spec import SpecError, check_slice
 from scripts.train_model import accumulation_steps, load_train_slice, lr_warnings
 from scripts.training.checkpoints import newest_complete, step_of, trim_log
 from scripts.training.launch import launch_command
-from scripts.training.train_log import should_stop
+from scripts.training.train_log import first_non_finite_gradient, should_stop
 
 ARGS = ["--spec-json", "{}", "--out", "m"]
 
@@ -134,3 +134,22 @@ def test_train_script_accepts_the_separator_torchrun_may_pass_on():
     argv = ["--spec-json", "{}", "--base", "b", "--tokens", "t", "--work-dir", "w", "--out", "o"]
     argv += ["--log", "l", "--manifest", "m"]
     assert vars(train_args(["--", *argv])) == vars(train_args(argv))
+
+
+def test_the_gradient_check_names_the_first_non_finite_gradient_only():
+    """The per-step check takes one fused norm; a NaN or inf is named, while finite gradients
+    whose squared norm overflows float32 (elements of 1e30) are not a divergence."""
+    import torch
+
+    def params(*grads):
+        named = []
+        for i, grad in enumerate(grads):
+            p = torch.nn.Parameter(torch.zeros(3))
+            p.grad = None if grad is None else torch.tensor(grad)
+            named.append((f"p{i}", p))
+        return named
+
+    assert first_non_finite_gradient(params([0.1, 0.2, 0.3], None)) is None
+    assert first_non_finite_gradient(params([1e30, 1e30, 1.0])) is None
+    assert first_non_finite_gradient(params([0.1, 0.2, 0.3], [1.0, float("nan"), 0.0])) == "p1"
+    assert first_non_finite_gradient(params([float("-inf"), 0.0, 0.0], [1.0, 2.0, 3.0])) == "p0"
