@@ -109,16 +109,16 @@ OBJECTIVES: dict[str, Objective] = {
         refusals=NEEDS_PAIRS,
         block="orpo",
         logged=(*PREFERENCE_LOGGED, "nll_loss", "log_odds_ratio"),
-        dataset=f"{_PREFERENCE}:split_dataset",
-        trainer=f"{_PREFERENCE}:build_trainer",
+        dataset=f"{_PREFERENCE}:paired_split",
+        trainer=f"{_PREFERENCE}:build_orpo",
     ),
     "simpo": Objective(
         accepts=("pairs",),
         refusals=NEEDS_PAIRS,
         block="simpo",
         logged=(*PREFERENCE_LOGGED, "nll_loss"),
-        dataset=f"{_PREFERENCE}:split_dataset",
-        trainer=f"{_PREFERENCE}:build_trainer",
+        dataset=f"{_PREFERENCE}:paired_split",
+        trainer=f"{_PREFERENCE}:build_simpo",
     ),
     "kto": Objective(
         accepts=("labelled", "pairs"),  # kto splits a pair into a desirable and an undesirable example
@@ -131,8 +131,8 @@ OBJECTIVES: dict[str, Objective] = {
         block="kto",
         trainer_adds_adapter=True,
         logged=(*PREFERENCE_LOGGED, "kl"),  # its estimate of the KL divergence from the reference
-        dataset=f"{_PREFERENCE}:split_dataset",
-        trainer=f"{_PREFERENCE}:build_trainer",
+        dataset=f"{_PREFERENCE}:unpaired_split",
+        trainer=f"{_PREFERENCE}:build_kto",
         checks=("scripts.compiler.objective_rules:kto_errors",),
     ),
     "grpo": Objective(

@@ -234,21 +234,37 @@ def kto_trainer(model, lora_config, args: dict, kto: dict, train_set, eval_set, 
     )
 
 
-def split_dataset(token_files, split: str, train: dict, reference=None):
-    """The rows of a split for train.objective orpo, simpo or kto, or None when it is empty."""
-    if train["objective"] == "kto":
-        return unpaired_dataset(token_files, split)
+# The objective table's functions (scripts/compiler/objectives.py): one signature for every
+# objective. Datasets: (token files, split, train section, reference file) -> rows or None.
+# Trainers: (model, LoRA config or None, shared TrainingArguments, train section, rows, validation
+# rows, tokenizer, callbacks, announce) -> trainer, the train section's blocks filled by the compiler.
+
+
+def paired_split(token_files, split: str, train: dict, reference=None):
+    """Pairs of a split as ORPO and SimPO read them (paired_dataset), or None when it is empty."""
     return paired_dataset(token_files, split)
 
 
-def build_trainer(
-    model, lora_config, args: dict, train: dict, train_set, eval_set, tokenizer, callbacks, announce=None
+def unpaired_split(token_files, split: str, train: dict, reference=None):
+    """KTO examples of a split (unpaired_dataset), or None when it is empty."""
+    return unpaired_dataset(token_files, split)
+
+
+def build_orpo(
+    model, lora, args: dict, train: dict, train_set, eval_set, tokenizer, callbacks, announce=None
 ):
-    """The trainer of train.objective orpo, simpo or kto, with its settings block (defaults
-    filled). For orpo and simpo `model` carries its adapter already; for kto the adapter is left to
-    TRL (`lora_config`, None for full fine-tuning), which disables it for the reference."""
-    objective = train["objective"]
-    if objective == "kto":
-        return kto_trainer(model, lora_config, args, train["kto"], train_set, eval_set, tokenizer, callbacks)
-    build = {"orpo": orpo_trainer, "simpo": simpo_trainer}[objective]
-    return build(model, args, train[objective], train_set, eval_set, tokenizer, callbacks)
+    """orpo_trainer with train.orpo; `model` carries its adapter already (`lora` unused)."""
+    return orpo_trainer(model, args, train["orpo"], train_set, eval_set, tokenizer, callbacks)
+
+
+def build_simpo(
+    model, lora, args: dict, train: dict, train_set, eval_set, tokenizer, callbacks, announce=None
+):
+    """simpo_trainer with train.simpo; `model` carries its adapter already (`lora` unused)."""
+    return simpo_trainer(model, args, train["simpo"], train_set, eval_set, tokenizer, callbacks)
+
+
+def build_kto(model, lora, args: dict, train: dict, train_set, eval_set, tokenizer, callbacks, announce=None):
+    """kto_trainer with train.kto; the adapter is left to TRL (`lora`, None for full
+    fine-tuning), which disables it for the reference."""
+    return kto_trainer(model, lora, args, train["kto"], train_set, eval_set, tokenizer, callbacks)
