@@ -77,7 +77,7 @@ def card_metadata(
         datasets=datasets,
         metrics=list(spec["evaluate"]["metrics"]),
         pipeline_tag="text-generation",
-        tags=["tunemake", train["spec"].get("objective", "sft"), method, *adapter_tags, *card["tags"]],
+        tags=["tunemake", train["spec"]["objective"], method, *adapter_tags, *card["tags"]],
         model_name=run,
         eval_results=results,
     ).to_yaml()
@@ -112,7 +112,7 @@ def usage(fmt: str, base: dict) -> str:
 
 def training_summary(train: dict) -> str:
     spec, counts, details = train["spec"], train["counts"], train["details"]
-    objective = spec.get("objective", "sft")
+    objective = spec["objective"]
     beta = (spec.get(objective) or {}).get("beta") if objective != "sft" else None
     lines = [
         f"- objective: {objective}" + (f", beta {beta:g}" if beta is not None else ""),

@@ -158,6 +158,7 @@ def card_inputs(base_metrics):
     prov = {"packages": {"torch": "2.13.0"}, "device": "cpu", "python": "3.11", "git_commit": "abc"}
     train = {
         "spec": {
+            "objective": "sft",  # a train manifest's slice is final: the compiler filled the default
             "learning_rate": 0.001,
             "per_device_batch_size": 8,
             "lora": {"r": 8, "alpha": 16, "target_modules": "all-linear"},
