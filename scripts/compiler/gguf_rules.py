@@ -10,6 +10,7 @@ model is checked by the export_gguf step itself, with the same messages.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 # transformers architecture -> llama.cpp architecture (the tensor map below is Llama's).
@@ -108,10 +109,74 @@ def local_model_errors(folder: Path) -> list[str]:
     return []
 
 
+def modelfile_quote_error(text: str) -> str | None:
+    """Why `text` cannot be a Modelfile value in triple quotes, or None. Ollama's parser has no
+    escapes: it ends a triple-quoted value at the first line break whose text before it ends
+    with three quotes (trailing blanks ignored); three quotes anywhere else are read back as is."""
+    for line in re.split(r"(?<=[\r\n])", text)[:-1]:
+        if line.rstrip().endswith('"""'):
+            return (
+                'holds """ at the end of a line, where Ollama\'s Modelfile parser ends the value '
+                "(it has no escape for it)"
+            )
+    return None
+
+
+def chat_sources(data: dict) -> list[int]:
+    """Indexes of the sources whose records are conversations (the Modelfile renders those)."""
+    return [i for i, source in enumerate(data["sources"]) if "messages" in source["fields"]]
+
+
+def training_system(data: dict) -> str | None:
+    """The system message the data steps put first in conversations without one
+    (data.sources[i].chat.system), which the Modelfile's SYSTEM carries; gguf_errors refuses
+    sources that disagree, so the first chat source's is every chat source's."""
+    indexes = chat_sources(data)
+    return data["sources"][indexes[0]]["chat"]["system"] if indexes else None
+
+
+def _shown(text: str | None) -> str:
+    shown = json.dumps(text, ensure_ascii=False)
+    return shown if len(shown) <= 60 else shown[:56] + '..."'
+
+
+def _system_errors(data: dict) -> list[tuple[list, str]]:
+    indexes = chat_sources(data)
+    if not indexes:
+        return []
+    first = indexes[0]
+    system = data["sources"][first]["chat"]["system"]
+    for i in indexes[1:]:
+        other = data["sources"][i]["chat"]["system"]
+        if other != system:
+            return [
+                (
+                    ["data", "sources", i, "chat", "system"],
+                    f"data.sources[{i}].chat.system: {_shown(other)} differs from data.sources[{first}]"
+                    f".chat.system {_shown(system)}, and the Ollama Modelfile of export.gguf has one "
+                    "SYSTEM, used for every conversation that brings none; give every chat source the "
+                    "same chat.system (or none), or drop export.gguf",
+                )
+            ]
+    reason = modelfile_quote_error(system) if system else None
+    if reason:
+        return [
+            (
+                ["data", "sources", first, "chat", "system"],
+                f"data.sources[{first}].chat.system: {reason}, and export.gguf writes it as the "
+                "Modelfile's SYSTEM; put another character after those quotes",
+            )
+        ]
+    return []
+
+
 def gguf_errors(sections: dict, workdir: Path = Path(".")) -> list[tuple[list, str]]:
     export = sections["export"]
     if "gguf" not in export:
         return []
+    system_errors = _system_errors(sections["data"])
+    if system_errors:
+        return system_errors
     if export["format"] == "adapter":
         return [
             (

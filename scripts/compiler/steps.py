@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scripts.compiler.gguf_rules import training_system
 from scripts.compiler.objectives import reads_reference
 
 # step -> the steps whose outputs it reads, for the `export` target, in DAG order.
@@ -116,7 +117,7 @@ def reference_slice(train: dict) -> dict:
 def gguf_slice(sections: dict) -> dict:
     """What the GGUF files and their parity check depend on: the types, the smoke prompts, the
     data's shape (chat: the Modelfile's template is the chat template; else the raw prompt), the
-    chat system message (the Modelfile's SYSTEM) and the evaluated max_new_tokens."""
+    chat sources' system message (the Modelfile's SYSTEM) and the evaluated max_new_tokens."""
     export, data = sections["export"], sections["data"]
     if "gguf" not in export:
         return {}
@@ -125,7 +126,7 @@ def gguf_slice(sections: dict) -> dict:
         "gguf": export["gguf"],
         "smoke_prompts": export["smoke_prompts"],
         "chat": chat,
-        "system": (data.get("chat") or {}).get("system") if chat else None,
+        "system": training_system(data) if chat else None,
         "max_new_tokens": sections["evaluate"]["max_new_tokens"],
     }
 

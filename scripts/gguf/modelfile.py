@@ -1,5 +1,5 @@
 """The Ollama Modelfile of a GGUF export: FROM, a TEMPLATE that renders the training format,
-PARAMETER stop for the end tokens, and the spec's system message.
+PARAMETER stop for the end tokens, and the chat sources' system message.
 
 Ollama templates are Go templates, the training template is Jinja. A chat template is turned into
 a Go template by rendering it with marked messages and reading off each role's prefix and suffix;
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 
-from scripts.compiler.gguf_rules import GGUFError
+from scripts.compiler.gguf_rules import GGUFError, modelfile_quote_error
 
 RAW_TEMPLATE = "{{ .Prompt }}"
 ROLES = ("system", "user", "assistant")
@@ -178,11 +178,12 @@ def _run(tokens, i, scopes, emit) -> tuple[str, int]:
 
 
 def modelfile(gguf_name: str, template: str, stops: list[str], system: str | None) -> str:
-    """The Modelfile text; FROM is relative to the Modelfile's folder."""
-    if '"""' in template or (system and '"""' in system):
-        raise GGUFError(
-            'export.gguf: a template or system message holding """ cannot be quoted in a Modelfile'
-        )
+    """The Modelfile text; FROM is relative to the Modelfile's folder. Values are triple-quoted
+    (Ollama reads three quotes inside one back as is, except at the end of a line)."""
+    for name, text in (("TEMPLATE", template), ("SYSTEM", system or "")):
+        reason = modelfile_quote_error(text)
+        if reason:
+            raise GGUFError(f"export.gguf: the Modelfile's {name} {reason}")
     lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
     lines += [f"PARAMETER stop {json.dumps(stop, ensure_ascii=False)}" for stop in stops]
     if system:
