@@ -34,6 +34,8 @@ from scripts.tracking.trackers import (
     Record,
     build_record,
     mlflow_uri,
+    remote_address,
+    unreachable,
     wandb_mode,
     without_credentials,
 )
@@ -84,6 +86,24 @@ def log_to(tracker: str, record: Record, out: Path) -> dict:
     )
 
 
+SETTING = {
+    "mlflow": "MLFLOW_TRACKING_URI; fix the address or start the server",
+    "wandb": "WANDB_BASE_URL, default https://api.wandb.ai; check the network, or set WANDB_MODE=offline and `wandb sync` later",
+}
+
+
+def check_reachable(tracker: str) -> None:
+    """Fail in seconds, with one line, when a remote tracker's server cannot be reached (its client
+    would retry for minutes and end with a long traceback). Local trackers are not checked."""
+    address = remote_address(tracker)
+    reason = unreachable(address) if address else None
+    if reason:
+        fail(
+            f"the {tracker} tracker cannot reach {address}: {reason} (from {SETTING[tracker]}; or leave "
+            f"{tracker} out of --config trackers: the build's results are unaffected)"
+        )
+
+
 def manifest_fields(tracker: str, record: Record, logged: dict) -> dict:
     counts = {
         "params": len(record.params),
@@ -105,6 +125,7 @@ def manifest_fields(tracker: str, record: Record, logged: dict) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    check_reachable(args.tracker)  # before the package import: seconds, not the import's
     module, pin = PACKAGES[args.tracker]
     try:
         __import__(module)
@@ -127,7 +148,13 @@ def main(argv=None) -> int:
         spec_file=args.spec_file,
         texts=spec_texts(spec, keys),
     )
-    logged = log_to(args.tracker, record, Path(args.out))
+    try:
+        logged = log_to(args.tracker, record, Path(args.out))
+    except Exception as exc:  # the tracker's own errors (HTTP, auth, its server): one line, no traceback
+        reason = (str(exc).strip().splitlines() or [""])[0][:300]
+        fail(
+            f"the {args.tracker} tracker failed: {type(exc).__name__}: {reason} (the build's results are unaffected)"
+        )
     fields = manifest_fields(args.tracker, record, logged)
     write_manifest(
         args.manifest,

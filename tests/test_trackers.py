@@ -6,9 +6,11 @@ offline mode, MLflow on its local file store."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from scripts.tracking.trackers import (
     evaluation_metrics,
     flat_params,
     mlflow_uri,
+    remote_address,
     track_id,
     training_curves,
     wandb_mode,
@@ -91,6 +94,42 @@ def test_environment_choices():
         "/x/mlruns"
     )
     assert without_credentials("https://user:pw@host:5000/x") == "https://host:5000/x"
+
+
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port on loopback: nothing listens there
+
+
+def test_only_remote_trackers_are_checked_for_their_server():
+    assert remote_address("mlflow", {"MLFLOW_TRACKING_URI": "http://u:pw@host:5000"}) == "http://host:5000"
+    assert remote_address("mlflow", {}) is None  # the local file store
+    assert remote_address("mlflow", {"MLFLOW_TRACKING_URI": "sqlite:///m.db"}) is None
+    assert remote_address("wandb", {"WANDB_MODE": "offline", "WANDB_API_KEY": "k"}) is None
+    assert remote_address("wandb", {"WANDB_API_KEY": "k"}) == "https://api.wandb.ai"
+    assert remote_address("wandb", {"WANDB_MODE": "online", "WANDB_BASE_URL": UNREACHABLE}) == UNREACHABLE
+    assert remote_address("tensorboard", {"MLFLOW_TRACKING_URI": UNREACHABLE}) is None
+
+
+@pytest.mark.parametrize(
+    ("tracker", "setting"),
+    [("mlflow", "MLFLOW_TRACKING_URI"), ("wandb", "WANDB_BASE_URL, default https://api.wandb.ai")],
+)
+def test_an_unreachable_tracker_fails_in_seconds_with_one_line(tmp_path, tracker, setting):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=UNREACHABLE, WANDB_MODE="online", WANDB_BASE_URL=UNREACHABLE)
+    args = ["--tracker", tracker, "--run", "demo", "--spec-json", "{}", "--keys-json", "{}"]
+    args += ["--log", "log.jsonl", "--report", "report.json", "--out", str(tmp_path / "out")]
+    args += ["--manifest", str(tmp_path / "m.json")]
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.track_run", *args], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert time.monotonic() - start < 15
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()  # one line
+    assert line.startswith(
+        f"error: the {tracker} tracker cannot reach {UNREACHABLE}: Connection refused (from {setting}"
+    )
+    assert f"leave {tracker} out of --config trackers: the build's results are unaffected" in proc.stderr
+    assert not (tmp_path / "m.json").exists()
 
 
 # ---- the demo, tracked ----------------------------------------------------------------------

@@ -17,11 +17,15 @@ import json
 import math
 import netrc
 import os
+import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 MLFLOW_DEFAULT_STORE = "results/mlruns"
+WANDB_HOST = "https://api.wandb.ai"
+CONNECT_TIMEOUT_S = 5.0  # the reachability check of a remote tracker, before any of its calls
 PROJECT = "tunemake"  # MLflow experiment and W&B project unless MLFLOW_EXPERIMENT_NAME / WANDB_PROJECT
 
 
@@ -141,9 +145,40 @@ def wandb_mode(environ=os.environ, has_login=None) -> str:
 
 def netrc_login(environ=os.environ) -> bool:
     """Whether `wandb login` left a key for the W&B host in ~/.netrc (or $NETRC)."""
-    host = urlsplit(environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    host = urlsplit(environ.get("WANDB_BASE_URL", WANDB_HOST)).hostname
     path = environ.get("NETRC") or os.path.expanduser("~/.netrc")
     try:
         return netrc.netrc(path).authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
         return False
+
+
+def remote_address(tracker: str, environ=os.environ, has_login=None) -> str | None:
+    """The http(s) address a tracker will talk to (credentials dropped), or None when it writes
+    local files: TensorBoard, MLflow's file store or database, W&B offline."""
+    if tracker == "mlflow":
+        uri = mlflow_uri(environ)
+        return without_credentials(uri) if urlsplit(uri).scheme in ("http", "https") else None
+    if tracker == "wandb" and wandb_mode(environ, has_login) == "online":
+        return without_credentials(environ.get("WANDB_BASE_URL") or WANDB_HOST)
+    return None
+
+
+def unreachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why a TCP connection to the address's host and port fails within `timeout` seconds (name
+    lookup included: it runs in a thread, waited for `timeout`), or None when it connects."""
+    parts = urlsplit(address)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def connect():
+        try:
+            socket.create_connection((parts.hostname, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc.strerror or str(exc) or type(exc).__name__)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
