@@ -5,9 +5,10 @@ a label at the end of each trained span (each assistant turn, or the completion)
 is longer than tokenize.max_length; pad != eos, or EOS kept as a label where pad == eos.
 tokenize_shard runs these checks on each shard as it writes it and records the result in its
 manifest; this step sums them (so an edited record re-audits one shard, not the dataset) and
-checks a shard itself where no such record exists. Writes its manifest (counts per
-failed check, example ids) and `examples.txt`, a readable rendering of the first examples where
-masked text (no loss) is shown inside ⟪ ⟫.
+checks a shard itself where no such record exists. Fails when no example survived tokenization
+(saying what tokenize dropped). Writes its manifest (counts per failed check, example ids) and
+`examples.txt`, a readable rendering of the first examples where masked text (no loss) is shown
+inside ⟪ ⟫.
 
     python -m scripts.audit_data --spec-json "$(cat tokenize.json)" --tokens tokens/*.parquet \
         --tokenizer results/models/KEY/model --manifest results/audit/KEY.manifest.json --examples results/audit/KEY/examples.txt
@@ -116,6 +117,32 @@ def first_examples(paths, count: int) -> dict:
     return pa.concat_tables(tables).to_pydict()
 
 
+DROP_HINTS = {
+    "no_labels": "nothing to train on after the prompt: does the chat template render each message's content?",
+    "too_many_tokens": "longer than tokenize.max_length",
+}
+
+
+def no_examples_message(paths) -> str:
+    """Why an audit found no example: what tokenize_shard dropped, summed from the shards'
+    manifests, with the reason behind each count."""
+    dropped, shown = Counter(), None
+    for path in sorted(paths):
+        manifest = Path(path).with_suffix(".manifest.json")
+        counts = read_json(manifest).get("counts", {}) if manifest.is_file() else {}
+        dropped.update(counts.get("dropped") or {})
+        shown = shown or (manifest if counts.get("dropped") else None)
+    reasons = "; ".join(
+        f"{n} {reason}" + (f" ({DROP_HINTS[reason]})" if reason in DROP_HINTS else "")
+        for reason, n in dropped.most_common()
+    )
+    return (
+        f"the data audit found 0 examples in {len(paths)} token shard(s), so there is nothing to "
+        f"train on; tokenize dropped every record: {reasons or 'none reached it'}"
+        + (f"; {shown} lists dropped records under details.drop_examples" if shown else "")
+    )
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec-json", required=True, help="the tokenize section as JSON")
@@ -138,6 +165,8 @@ def main(argv=None):
     tokenizer = load_tokenizer_files(args.tokenizer)
     eos_id, pad_id = tokenizer.ids["eos_token"], tokenizer.ids["pad_token"]
     total, failed, where, inputs = audit_shards(args.tokens, eos_id, tok["max_length"])
+    if total == 0:  # whatever tokenize.audit.fail says: training would fail on an empty split
+        fail(no_examples_message(args.tokens))
     shown = first_examples(args.tokens, tok["audit"]["examples"])
     atomic_write_text(args.examples, rendering(shown, total, tokenizer.decode))
     messages = [

@@ -126,6 +126,39 @@ def test_audit_fails_a_template_without_eos(tmp_path, model_dir, capsys):
     assert json.loads((tmp_path / "audit.json").read_text())["counts"]["failed"] == {"no_eos_at_turn_end": 1}
 
 
+def test_audit_fails_when_no_example_survived_tokenization(tmp_path, model_dir, capsys):
+    """A template that renders no assistant text drops every record as no_labels: the audit
+    says so instead of passing "0 of 0 examples" (whatever tokenize.audit.fail says)."""
+    no_answers = (
+        "{% for m in messages %}{% if m.role != 'assistant' %}{{ m.content }}\n{% endif %}{% endfor %}"
+    )
+    assert tokenize(tmp_path, model_dir, RECORDS[2:], chat_template=no_answers) == []
+    with pytest.raises(SystemExit) as exit_:
+        audit(tmp_path, model_dir, audit={"fail": False})
+    err = capsys.readouterr().err
+    assert exit_.value.code != 0 and not (tmp_path / "audit.json").exists()
+    assert (
+        "error: the data audit found 0 examples in 1 token shard(s), so there is nothing to train on" in err
+    )
+    assert (
+        "dropped every record: 1 no_labels (nothing to train on after the prompt: does the chat template"
+        in err
+    )
+    assert f"{tmp_path / 'tokens.manifest.json'} lists dropped records under details.drop_examples" in err
+
+
+def test_an_unsafe_attribute_in_a_chat_template_is_an_error_not_empty_text(tmp_path, model_dir, capsys):
+    """Jinja's sandbox renders an unsafe attribute as empty text; here it fails, naming the template."""
+    unsafe = "{% for m in messages %}{{ m.content.__class__ }}{% endfor %}"
+    with pytest.raises(SystemExit):
+        tokenize(tmp_path, model_dir, RECORDS[2:], chat_template=unsafe)
+    err = capsys.readouterr().err
+    assert (
+        "the chat template tokenize.chat_template (inline) failed at its line 1: access to attribute " in err
+    )
+    assert "'__class__' of 'str' object is unsafe. (SecurityError)" in err
+
+
 def test_audit_sums_the_tokenize_manifests_and_checks_shards_without_one(tmp_path, model_dir):
     tokenize(tmp_path, model_dir, RECORDS[2:], chat_template=TEMPLATE.replace("{{ eos_token }}", ""))
     recorded = json.loads((tmp_path / "tokens.manifest.json").read_text())["details"]["audit"]

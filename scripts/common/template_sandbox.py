@@ -9,6 +9,7 @@ import functools
 import re
 
 from jinja2 import Template, nodes, pass_context
+from jinja2.exceptions import SecurityError
 from jinja2.ext import loopcontrols
 from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -150,6 +151,12 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
             return budget.sized(value) if isinstance(value, _SIZED) and len(value) > SIZE_LIMIT else value
 
         return bounded
+
+    def unsafe_undefined(self, obj, attribute):
+        """An unsafe attribute (`x.__class__`, `messages.append`) is an error at once: Jinja's own
+        sandbox returns an undefined value that renders as empty text, so a template reaching for
+        one would silently render nothing and every record would be dropped."""
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe.")
 
     def call(self, context, obj, /, *args, **kwargs):
         self.budget.step()
