@@ -25,6 +25,7 @@ from scripts.common.files import atomic_write_text, hashes_remembered, sha256_fi
 from scripts.common.manifest import write_manifest
 from scripts.compiler.hub_sources import HubError, resolve_data, source_paths
 from scripts.compiler.spec import SpecError, check_slice
+from scripts.data.cleaning import empty_validation_error
 from scripts.data.shard_state import applies, forget, incremental_shards, keep_replaced, merged_lines
 from scripts.data.sharding import read_all, shard_texts, source_files
 from scripts.data.source_rows import SourceError
@@ -77,6 +78,9 @@ def shard_sources(args):
         fail(f"{exc}\n(set on_error: skip on the source to drop and count bad records instead)")
     read_s = time.perf_counter() - start
     shards, written = write_shards(shard_dir, shard_list)
+    problem = empty_validation_error(shards, data)
+    if problem:
+        fail(problem)
     files = [source_paths(h) if h else source_files(s["path"]) for s, h in zip(data["sources"], hub)]
     for source, paths in zip(sources, files):
         source["sha256"] = hashlib.sha256("".join(sha256_file(f) for f in paths).encode()).hexdigest()

@@ -1,6 +1,7 @@
 """Cleaning a shard's records (used by tokenize_shard, which cleans the raw shard it reads):
 drop empty, too short and too long records and duplicates, counted by reason, and give each kept
-record its split.
+record its split; and (used by shard_data, which sees every shard) the check that the split
+leaves a validation record at all.
 
 Records arrive normalised (shard_data normalises before hashing, so the shard of a record is the
 hash of exactly what is kept). Duplicates share an id, so they share a shard: a shard holds its
@@ -50,3 +51,36 @@ def clean_records(raw: list[dict], data: dict):
         kept_at.append(index)
         kept.append({**record, "split": split_of(row, data)})
     return kept_at, kept, dropped, examples
+
+
+def _where(source: dict) -> str:
+    return source.get("path") or f"hub {(source.get('hub') or {}).get('repo')}"
+
+
+def empty_validation_error(shards: list[dict], data: dict) -> str | None:
+    """Why the validation split would be empty (evaluation, part of every export, fails on it
+    after training), or None. `shards`: shard_data's entries (path, records). Reads records
+    until one falls in validation (about 1 / validation_fraction of them), so only an empty
+    split reads them all. A validation fraction of 0 is the spec's rule (spec_rules.py): the
+    data step alone may run without a split."""
+    auto = [i for i, source in enumerate(data["sources"]) if source["split"] == "auto"]
+    if any(source["split"] == "validation" for source in data["sources"]):
+        return None
+    if not auto or data["validation_fraction"] == 0:
+        return None
+    total = 0
+    for shard in shards:
+        total += shard["records"]
+        with open(shard["path"], encoding="utf-8") as f:
+            if any(split_of(json.loads(line), data) == "validation" for line in f if line.strip()):
+                return None
+    if total == 0:
+        return None  # no records at all: the sources' own errors say so
+    named = ", ".join(f"data.sources[{i}] ({_where(data['sources'][i])})" for i in auto)
+    return (
+        f"data.validation_fraction: {data['validation_fraction']} of {total} record(s) from {named} "
+        f"puts none in the validation split (records are split by hash, data.split_seed "
+        f"{data['split_seed']}), and evaluation (part of every export) would fail after training; "
+        "add records, raise data.validation_fraction, change data.split_seed, or add a source with "
+        "split: validation"
+    )
