@@ -46,6 +46,16 @@ def special_tokens(folder: Path) -> dict:
     return out
 
 
+def adds_bos(folder: Path) -> bool:
+    """Whether the tokenizer puts BOS first by itself (the GGUF's add_bos_token, as the writer
+    finds it): then llama.cpp and Ollama add it, and the Modelfile's template leaves it out."""
+    from scripts.common.chat import load_tokenizer_files
+
+    tokenizer = load_tokenizer_files(folder)
+    bos = tokenizer.ids["bos_token"]
+    return bos is not None and tokenizer.encode(["a"], True)[0][:1] == [bos]
+
+
 def ollama_modelfile(folder: Path, first_gguf: str, chat: bool, system: str | None) -> str:
     """The Modelfile: the chat template as a Go template for chat runs, the raw prompt else."""
     from scripts.gguf.writer import _chat_template
@@ -58,7 +68,7 @@ def ollama_modelfile(folder: Path, first_gguf: str, chat: bool, system: str | No
         jinja = _chat_template(folder, config)
         if jinja is None:
             raise GGUFError("export.gguf: a chat run's merged tokenizer has no chat template")
-        template, end_of_turn = go_template(jinja, special)
+        template, end_of_turn = go_template(jinja, special, adds_bos(folder))
         if end_of_turn and end_of_turn not in stops:
             stops.append(end_of_turn)
     return modelfile(first_gguf, template, stops, system if chat else None)

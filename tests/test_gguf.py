@@ -284,6 +284,21 @@ def test_the_modelfile_template_renders_a_chat_record_as_training_did(tokenizer_
     assert go_template(template, special)[1] == "</s>"
 
 
+def test_a_template_that_writes_bos_first_leaves_it_to_ollama(tokenizer_folder, tmp_path):
+    """A Llama 3 style `{{- bos_token }}` first: the tokenizer adds BOS itself, so the GGUF says
+    add_bos_token and the Modelfile's template leaves BOS out (it used to fail the step)."""
+    from scripts.export_gguf import adds_bos, ollama_modelfile
+
+    folder = tmp_path / "llama3"
+    shutil.copytree(tokenizer_folder, folder)
+    template = "{{- bos_token }}\n{%- for m in messages %}<|{{ m.role }}|>\n{{ m.content }}{{ eos_token }}\n{% endfor %}"
+    (folder / "chat_template.jinja").write_text(
+        template + "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+    text = ollama_modelfile(folder, "model-f32.gguf", chat=True, system=None)
+    assert adds_bos(folder) and "<s>" not in text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
+
+
 @pytest.mark.slow
 def test_the_export_folder_and_the_model_card_carry_the_gguf_files(exported, tmp_path):
     from scripts.common.report_text import run_locally_markdown

@@ -86,3 +86,46 @@ def test_chat_sources_with_different_system_messages_are_refused_with_gguf(tmp_p
     load_specs([chat_spec(tmp_path, ["Spell digits.", None], gguf=False)])
     with pytest.raises(SpecError, match=r"data.sources\[0\].chat.system: holds \"\"\" at the end of a line"):
         load_specs([chat_spec(tmp_path, ['End """\nhere.'])])
+
+
+SPECIAL = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "pad_token": None, "unk_token": None}
+TURN = (
+    "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + m['content'] | trim + '<|eot_id|>' }}"
+)
+GENERATION = (
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+LLAMA3 = {  # BOS written once: first in the template (Llama 3.1 on), or on the first message (Llama 3)
+    "leading": "{{- bos_token }}\n{%- for m in messages %}" + TURN + "{% endfor %}" + GENERATION,
+    "first message": "{% for m in messages %}{% if loop.index0 == 0 %}{{ bos_token }}{% endif %}"
+    + TURN
+    + "{% endfor %}"
+    + GENERATION,
+}
+
+
+@pytest.mark.parametrize("name", LLAMA3)
+def test_a_llama3_template_that_writes_bos_first_becomes_an_ollama_template(name):
+    from scripts.gguf.modelfile import go_template, render_go, render_jinja, sample_conversations
+
+    template = LLAMA3[name]
+    go, end_of_turn = go_template(template, SPECIAL, add_bos=True)
+    assert "begin_of_text" not in go and end_of_turn == "<|eot_id|>"
+    for conversation in sample_conversations(True):
+        trained = render_jinja(template, conversation, SPECIAL, True)
+        assert trained.startswith("<|begin_of_text|><|start_header_id|>")
+        # llama.cpp and Ollama put BOS first (the GGUF's add_bos_token), then the rendered text
+        assert "<|begin_of_text|>" + render_go(go, {"Messages": conversation}) == trained
+    # a tokenizer that does not add BOS: the Go template writes it once, before the turns
+    go, _ = go_template(template, SPECIAL, add_bos=False)
+    assert go.startswith('{{ "<|begin_of_text|>" }}{{ range .Messages }}')
+    conversation = sample_conversations(True)[-1]
+    assert render_go(go, {"Messages": conversation}) == render_jinja(template, conversation, SPECIAL, True)
+
+
+def test_a_template_with_bos_on_every_turn_is_still_refused():
+    template = "{% for m in messages %}{{ bos_token }}" + TURN + "{% endfor %}" + GENERATION
+    from scripts.gguf.modelfile import go_template
+
+    with pytest.raises(GGUFError, match="its turns depend on their position"):
+        go_template(template, SPECIAL)

@@ -45,9 +45,22 @@ def _go_string(text: str) -> str:
     return "{{ " + json.dumps(text, ensure_ascii=False) + " }}" if text else ""
 
 
-def go_template(template: str, special: dict) -> tuple[str, str]:
+def leading_bos(template: str, special: dict) -> str:
+    """The BOS text the template writes once before the turns (`{{ bos_token }}` first, as Llama
+    3 does, or on the first message), else "". go_template derives the turns without it and
+    checks that BOS appears nowhere else."""
+    bos = special.get("bos_token")
+    first = render_jinja(template, [{"role": "user", "content": "u"}], special, False)
+    return bos if bos and first.startswith(bos) else ""
+
+
+def go_template(template: str, special: dict, add_bos: bool = True) -> tuple[str, str]:
     """(a Go (Ollama) template equivalent to the Jinja chat template, the text that ends an
-    assistant turn), or GGUFError."""
+    assistant turn), or GGUFError. A BOS the template writes first is left to llama.cpp and
+    Ollama, which add it themselves where the tokenizer does (`add_bos`, the GGUF's
+    add_bos_token), else written once before the turns."""
+    bos = leading_bos(template, special)
+    trained, special = special, {**special, "bos_token": ""} if bos else special
     user = {"role": "user", "content": "u"}
     parts = []
     try:
@@ -68,12 +81,13 @@ def go_template(template: str, special: dict) -> tuple[str, str]:
                 f'{{{{ {keyword} eq .Role "{role}" }}}}{_go_string(prefix)}{{{{ .Content }}}}{_go_string(suffix)}'
             )
     without = _pieces(template, [user], special)
-    with_prompt = _pieces(template, [user], special, gen=True)
-    generation = with_prompt[len(without) :]
-    result = "{{ range .Messages }}" + "".join(parts) + "{{ end }}{{ end }}" + _go_string(generation)
+    generation = _pieces(template, [user], special, gen=True)[len(without) :]
+    lead = "" if add_bos else _go_string(bos)
+    result = lead + "{{ range .Messages }}" + "".join(parts) + "{{ end }}{{ end }}" + _go_string(generation)
+    added = bos if add_bos else ""  # what the runtime puts first
     for conversation in sample_conversations(system is not None):
-        want = render_jinja(template, conversation, special, True)
-        if render_go(result, {"Messages": conversation}) != want:
+        want = render_jinja(template, conversation, trained, True)
+        if added + render_go(result, {"Messages": conversation}) != want:
             raise GGUFError(
                 "export.gguf: the chat template cannot be written as an Ollama template "
                 "(its turns depend on their position); the GGUF still carries it"
