@@ -1,4 +1,5 @@
 """tunemake: fine-tuning as a reproducible build. One spec per experiment in specs/.
+Each target runs with --cores (e.g. `snakemake export --cores 2`; a dry run, -n, needs none):
 
 snakemake export      # everything: data, base model, train, evaluate, merged model, smoke test
 snakemake evaluate    # stop after evaluation (and the lm-eval benchmarks the specs ask for)
@@ -7,6 +8,7 @@ snakemake compare     # every run's metrics side by side, loss and metric plots
 snakemake && snakemake --report report.html   # all of the above, then the HTML report
 snakemake lock        # tunemake.lock: the sha256 of every step's outputs (after export)
 snakemake verify      # rebuild in a clean copy and compare with tunemake.lock
+snakemake verify_local   # re-hash the results here against tunemake.lock (rebuilds nothing)
 snakemake archive     # tunemake-archive.tar.gz: code, specs, data, lock, pins
 """
 
@@ -46,6 +48,7 @@ localrules:
     why,
     lock,
     verify,
+    verify_local,
     archive,
     export,
     evaluate,
@@ -53,8 +56,12 @@ localrules:
     data,
 
 
+# Each of these targets asks for every run's data (all_data: through the shard_data checkpoint) itself,
+# so that a data source deleted after a full build is refused (data_sources) instead of
+# "Nothing to be done": Snakemake looks at shard_data's inputs only from a target this close.
 rule export:
     input:
+        all_data,
         all_runs("results/runs/{run}/export"),
         all_runs("results/runs/{run}/smoke_test.manifest.json"),
         pushed_runs("results/runs/{run}/push_to_hub.manifest.json"),
@@ -63,12 +70,14 @@ rule export:
 
 rule evaluate:
     input:
+        all_data,
         all_runs("results/runs/{run}/evaluate/report.json"),
         benchmark_runs("results/runs/{run}/benchmarks.json"),
 
 
 rule train:
     input:
+        all_data,
         all_runs("results/runs/{run}/train.manifest.json"),
 
 

@@ -3,6 +3,7 @@
 
 rule lock:
     input:
+        all_data,  # (a data source deleted after the build is refused here, as for export)
         environment=ENV,
         runs=all_runs("results/runs/{run}/smoke_test.manifest.json"),
         exports=all_runs("results/runs/{run}/export.manifest.json"),
@@ -32,6 +33,19 @@ rule verify:
     shell:
         "python -m scripts.verify --lock {params.lock:q} --until {params.until:q} {params.keep} "
         "2>&1 | tee {log:q}"
+
+
+# Rebuilds nothing: re-hashes the data sources and the results here against the lock and names
+# the first file that is not the locked one (`dvc status` for a tunemake build).
+rule verify_local:
+    log:
+        "logs/verify_local.log",
+    conda:
+        CONDA_ENV
+    params:
+        lock=LOCK,
+    shell:
+        "python -m scripts.verify_local --lock {params.lock:q} 2>&1 | tee {log:q}"
 
 
 rule archive:

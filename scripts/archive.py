@@ -18,7 +18,8 @@ from pathlib import Path
 
 from scripts.common.cli import fail
 from scripts.common.files import atomic_write_bytes
-from scripts.publish.lockfile import files_under, parse
+from scripts.publish.lock_checks import LockError, load
+from scripts.publish.lockfile import files_under
 
 PREFIX = "tunemake-archive"
 # The workflow code and what sets up its environment (not tests, benches, CI or docs).
@@ -64,8 +65,8 @@ def add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None
 
 
 def archive_bytes(root: Path, lock_path: Path) -> bytes:
+    lock = load(lock_path, root)  # every path checked before anything is packed
     lock_text = lock_path.read_text()
-    lock = parse(lock_text)
     env = lock["environment"]
     readme = README.format(
         runs=", ".join(sorted(lock["runs"])),
@@ -92,7 +93,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         data = archive_bytes(Path("."), Path(args.lock))
-    except (OSError, ValueError) as exc:
+    except LockError as exc:
+        fail(str(exc))
+    except OSError as exc:
         fail(f"cannot archive with {args.lock}: {exc}")
     atomic_write_bytes(args.out, data)
     print(f"{args.out}: {len(data)} bytes; unpack it and run `make verify` there")

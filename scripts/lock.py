@@ -37,6 +37,13 @@ def main(argv=None):
         lock = build_lock(Path("."), args.specs, Path(args.environment))
     except SpecError as exc:
         fail(f"invalid spec:\n{exc}")
+    missing = sorted(path for path, source in lock["sources"].items() if source.get("missing"))
+    if missing:
+        fail(
+            f"data source {missing[0]} is missing ({len(missing)} of {len(lock['sources'])} sources), "
+            f"so {args.out} would record no sha256 for it: restore the file, or remove the source "
+            "from the spec and rebuild (`snakemake export --cores 2`); then rerun `snakemake lock --cores 1`. Nothing was written."
+        )
     atomic_write_text(args.out, render(lock))
     artifacts = lock["artifacts"]
     outputs = sum(len(a["outputs"]) for a in artifacts.values())

@@ -4,10 +4,11 @@
     python -m scripts.verify --lock tunemake.lock --until tokenize_shard   # data only, cheaper
     python -m scripts.verify --lock tunemake.lock --keep      # keep the clean copy (path printed)
 
-Run by `snakemake verify` (`--config verify_until=<step>`, `verify_keep=true`). The copy holds the workflow code,
-the locked specs and their data sources, nothing of results/; Snakemake builds there exactly
-the manifests the lock lists for the steps checked, then the copy's own lock is compared with
-this one. Prints a table (step, file, expected sha256, got, match) and exits 1 on a mismatch,
+Run by `snakemake verify` (`--config verify_until=<step>`, `verify_keep=true`); `snakemake
+verify_local` (scripts/verify_local.py) rebuilds nothing, it re-hashes the files here. The copy
+holds the workflow code, the locked specs and their data sources, nothing of results/;
+Snakemake builds there exactly the manifests the lock lists for the steps checked, then the
+copy's own lock is compared with this one. Prints a table (step, file, expected sha256, got, match) and exits 1 on a mismatch,
 naming the first step whose outputs differ and what differs in the provenance (packages,
 python, device, code); a lock whose environment differs fails too, even if every file matches.
 """
@@ -24,9 +25,10 @@ import tempfile
 from pathlib import Path
 
 from scripts.common.cli import fail
-from scripts.common.files import sha256_file
 from scripts.compiler.steps import STEP_ORDER
-from scripts.publish.lockfile import code_digest, compare, environment_differences, parse, rebuilt
+from scripts.publish.comparison import short, source_differences, table
+from scripts.publish.lock_checks import LockError, load
+from scripts.publish.lockfile import code_digest, compare, environment_differences, rebuilt
 
 # What a clean copy needs besides the specs and data sources (profiles/default: the same
 # command-line defaults as here; tasks/: the local lm-eval tasks a spec may score).
@@ -40,19 +42,6 @@ def checked_steps(until: str) -> list[str]:
         hint = f"did you mean '{guess[0]}'?" if guess else f"one of: {', '.join(STEP_ORDER)}"
         fail(f"verify_until: unknown step '{until}'; {hint}")
     return [s for s in STEP_ORDER[: STEP_ORDER.index(until) + 1] if s not in NOT_REBUILT]
-
-
-def source_differences(lock: dict, root: Path) -> list[str]:
-    lines = []
-    for path, want in sorted(lock["sources"].items()):
-        file = root / path
-        if not file.is_file():
-            lines.append(f"data source {path}: missing here (the lock has sha256 {want.get('sha256')})")
-        elif sha256_file(file) != want.get("sha256"):
-            lines.append(
-                f"data source {path}: sha256 {sha256_file(file)} here, {want.get('sha256')} in the lock"
-            )
-    return lines
 
 
 def make_copy(lock: dict, root: Path, dest: Path) -> None:
@@ -93,22 +82,6 @@ def rebuild(lock: dict, copy: Path, steps: list[str], cores: int) -> subprocess.
         return subprocess.run(
             rebuild_command(lock, steps, cores), cwd=copy, env=env, stdout=log, stderr=subprocess.STDOUT
         )
-
-
-def short(value: dict) -> str:
-    if "volatile" in value:
-        return f"({value['volatile']})"
-    return "missing" if "missing" in value else value["sha256"][:16]
-
-
-def table(rows: list[dict]) -> str:
-    lines = ["step | file | expected sha256 | got | match", "---|---|---|---|---"]
-    for row in rows:
-        match = {True: "yes", False: "NO", None: "not compared"}[row["match"]]
-        lines.append(
-            f"{row['step']} | {row['file']} | {short(row['expected'])} | {short(row['got'])} | {match}"
-        )
-    return "\n".join(lines)
 
 
 def parse_args(argv):
@@ -153,9 +126,9 @@ def main(argv=None):
     args = parse_args(argv)
     steps = checked_steps(args.until)
     try:
-        lock = parse(Path(args.lock).read_text())
-    except (OSError, ValueError) as exc:
-        fail(f"{args.lock}: cannot read the lock file ({exc}); write it with `snakemake lock`")
+        lock = load(args.lock, Path("."))
+    except LockError as exc:
+        fail(str(exc))
     locked = {step for run in lock["runs"].values() for step in run["steps"]}
     steps = [step for step in steps if step in locked]  # the steps the locked runs have
     sources = source_differences(lock, Path("."))

@@ -29,7 +29,7 @@ STAGE_ENTRIES = {
     "training": ("train_model", "reference_logps"),
     "evaluation": ("evaluate_model", "compare_runs", "plot_metrics"),
     "gguf": ("export_gguf",),
-    "publish": ("lock", "verify", "archive"),
+    "publish": ("lock", "verify", "verify_local", "archive"),
     "tracking": ("track_run",),
 }
 SHARED_PACKAGES = ("compiler", "common")

@@ -3,7 +3,8 @@
 `collect` walks each run's manifests (and, through their inputs, the shared data, model and
 token manifests) and hashes every output file as it is on disk now; `render` writes that as
 sorted YAML with no timings, so that two clean builds give the same text and the file diffs
-cleanly in git. `scripts/verify.py` rebuilds in a clean copy and compares with `compare`.
+cleanly in git. `scripts/verify.py` rebuilds in a clean copy and compares with `compare`;
+`lock_checks.load` reads a lock back, checked.
 
 Import-light (stdlib and PyYAML): the Snakefile's rules and the verify CLI share it.
 """
@@ -153,13 +154,6 @@ def collect(root: Path, runs: dict[str, dict], environment: dict) -> dict:
 
 def render(lock: dict) -> str:
     return HEADER + yaml.safe_dump(lock, sort_keys=True, default_flow_style=False, width=1000)
-
-
-def parse(text: str) -> dict:
-    lock = yaml.safe_load(text)
-    if not isinstance(lock, dict) or lock.get("lock_version") != LOCK_VERSION:
-        raise ValueError(f"not a tunemake lock file of version {LOCK_VERSION}")
-    return lock
 
 
 def step_rank(step: str) -> int:
