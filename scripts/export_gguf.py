@@ -92,9 +92,13 @@ def write_all(spec: dict, merged: Path, out: Path, run: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     tensors = {t: write_gguf(merged, out / f"model-{t}.gguf", t, run) for t in spec["gguf"]["types"]}
     first = f"model-{spec['gguf']['types'][0]}.gguf"
-    (out / "Modelfile").write_text(
-        ollama_modelfile(merged, first, spec["chat"], spec.get("system")), encoding="utf-8"
-    )
+    text = ollama_modelfile(merged, first, spec["chat"], spec.get("system"))
+    try:
+        (out / "Modelfile").write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise GGUFError(
+            f"{out / 'Modelfile'}: writing it failed ({exc.strerror or exc}); is the disk full?"
+        ) from None
     return tensors
 
 

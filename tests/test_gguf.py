@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -297,6 +298,45 @@ def test_a_template_that_writes_bos_first_leaves_it_to_ollama(tokenizer_folder, 
     )
     text = ollama_modelfile(folder, "model-f32.gguf", chat=True, system=None)
     assert adds_bos(folder) and "<s>" not in text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_merged(tokenizer_folder, tmp_path_factory):
+    """A merged folder with random weights of a tiny Llama (what writing needs, not parity)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny") / "merged"
+    shutil.copytree(tokenizer_folder, folder)
+    config = LlamaConfig(
+        vocab_size=1024,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_space(tiny_merged, tmp_path):
+    from scripts.gguf.writer import write_gguf
+
+    out = tmp_path / "model-f32.gguf"
+    with pytest.raises(GGUFError) as err:  # checked before writing: the space it needs is known
+        write_gguf(tiny_merged, out, "f32", "tiny", free_bytes=20936)
+    assert str(err.value).startswith(f"{out}: not enough disk space to write it: it needs about ")
+    assert "MB, 0.0 MB are free on that disk; free some space" in str(err.value) and not out.exists()
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    with pytest.raises(GGUFError) as err:  # the disk fills while writing (ENOSPC)
+        write_gguf(tiny_merged, Path("/dev/full"), "f32", "tiny", free_bytes=10**12)
+    assert str(err.value).startswith("/dev/full: writing it failed (No space left on device), the partial ")
+    assert "is the disk full?" in str(err.value) and "\n" not in str(err.value)
+    assert write_gguf(tiny_merged, out, "f32", "tiny") and out.stat().st_size > 0  # room enough: written
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ for is refused with the reason (`GGUFError`), never approximated.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from scripts.compiler.gguf_rules import TYPES, GGUFError, check_config, llama_cpp_pre
@@ -157,15 +158,10 @@ def _chat_template(folder: Path, config: dict) -> str | None:
     return template if isinstance(template, str) else None
 
 
-def write_gguf(folder: Path, out: Path, spec_type: str, name: str) -> dict:
-    """Write `out` from the merged folder in `spec_type`; returns {ggml type: tensor count}."""
+def _add_header(writer, config: dict, meta: dict, spec_type: str, name: str) -> None:
     import gguf
 
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    arch = check_config(config)
-    meta = tokenizer_metadata(folder, config["vocab_size"])
     heads = config["num_attention_heads"]
-    writer = gguf.GGUFWriter(str(out), arch)
     writer.add_name(name)
     writer.add_context_length(config["max_position_embeddings"])
     writer.add_embedding_length(config["hidden_size"])
@@ -195,13 +191,66 @@ def write_gguf(folder: Path, out: Path, spec_type: str, name: str) -> dict:
     writer.add_add_eos_token(meta["add_eos"])
     if meta["chat_template"]:
         writer.add_chat_template(meta["chat_template"])
+
+
+def metadata_bytes(meta: dict) -> int:
+    """About what the header and the tokenizer take in a GGUF file (strings, lengths, types)."""
+    strings = meta["tokens"] + meta["merges"] + [meta["chat_template"] or ""]
+    return sum(len(text.encode()) + 12 for text in strings) + (1 << 16)
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def write_file(writer, out: Path, needed: int, free_bytes: int | None = None) -> None:
+    """Write the GGUF file, checking first that about `needed` bytes are free on its disk
+    (`free_bytes`: the free space to assume, else the disk's); a write that fails anyway (the
+    disk filled meanwhile) removes the partial file. Either way one GGUFError naming the file
+    and the space."""
+    free = shutil.disk_usage(out.parent).free if free_bytes is None else free_bytes
+    if free < needed:
+        writer.close()
+        out.unlink(missing_ok=True)
+        raise GGUFError(
+            f"{out}: not enough disk space to write it: it needs about {_megabytes(needed)}, "
+            f"{_megabytes(free)} are free on that disk; free some space and run the step again"
+        )
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    except OSError as exc:  # numpy's tofile says "N requested and M written", without errno
+        reason = exc.strerror or str(exc)
+        try:
+            writer.close()
+        except OSError:
+            pass
+        if out.is_file():
+            out.unlink()
+        raise GGUFError(
+            f"{out}: writing it failed ({reason}), the partial file was removed: it needs about "
+            f"{_megabytes(needed)}; is the disk full? free some space and run the step again"
+        ) from None
+
+
+def write_gguf(folder: Path, out: Path, spec_type: str, name: str, free_bytes: int | None = None) -> dict:
+    """Write `out` from the merged folder in `spec_type`; returns {ggml type: tensor count}.
+    `free_bytes`: the free disk space to assume (tests), else the disk's (write_file)."""
+    import gguf
+
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    arch = check_config(config)
+    meta = tokenizer_metadata(folder, config["vocab_size"])
+    writer = gguf.GGUFWriter(str(out), arch)
+    _add_header(writer, config, meta, spec_type, name)
     counts: dict[str, int] = {}
+    needed = metadata_bytes(meta)
     for target, array in gguf_tensors(read_weights(folder), config):
         data, qtype = encode_tensor(array, spec_type)
         writer.add_tensor(target, data, raw_dtype=qtype)
         counts[qtype.name] = counts.get(qtype.name, 0) + 1
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+        needed += data.nbytes + 64  # its info and alignment
+    write_file(writer, out, needed, free_bytes)
     return counts
