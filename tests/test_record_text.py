@@ -134,15 +134,16 @@ def _texts(path: Path, fmt: str, column: str = "t") -> list[str]:
 
 def test_a_json_number_in_a_text_field_is_its_text_as_written_and_nan_is_refused(tmp_path):
     """The rule: a number where text is expected is taken as the text the file writes (an answer
-    like 68; 2.50 stays 2.50, 1e400 stays 1e400, not "inf"; an integer past Python's 4300-digit
-    limit is no crash); NaN, Infinity and -Infinity, which Python's json accepts though JSON has
-    no such values, are bad records naming file, line and field. (Before: "2.5", "inf", a
-    ValueError traceback, "nan", "inf", "-inf".)"""
+    like 68; 2.50 stays 2.50, 1e300 stays 1e300; an integer past Python's 4300-digit limit is no
+    crash); NaN, Infinity and -Infinity, which Python's json accepts though JSON has no such
+    values, and 1e400, which every other JSON reader reads as infinity, are bad records naming
+    file, line and field. (Before: "2.5", "inf", a ValueError traceback, "nan", "inf", "-inf";
+    then 1e400 was kept as the text "1e400".)"""
     path = tmp_path / "n.jsonl"
-    numbers = ["68", "2.50", "1e400", "-1E5", "9" * 5000, "NaN", "Infinity", "-Infinity", '"NaN"']
+    numbers = ["68", "2.50", "1e300", "-1E5", "9" * 5000, "NaN", "Infinity", "-Infinity", '"NaN"', "-1e400"]
     path.write_text("".join(f'{{"t": {n}}}\n' for n in numbers))
     texts = _texts(path, "jsonl")
-    assert texts[:5] == ["68", "2.50", "1e400", "-1E5", "9" * 5000]
+    assert texts[:5] == ["68", "2.50", "1e300", "-1E5", "9" * 5000]
     assert all(type(t) is str for t in texts)  # plain text, stored and hashed as any other
     assert texts[5] == (
         f"{path}:6: field 't' must be a string, got NaN (not a finite number); "
@@ -151,6 +152,7 @@ def test_a_json_number_in_a_text_field_is_its_text_as_written_and_nan_is_refused
     assert texts[6].startswith(f"{path}:7: field 't' must be a string, got Infinity (not a finite")
     assert texts[7].startswith(f"{path}:8: field 't' must be a string, got -Infinity (not a finite")
     assert texts[8] == "NaN"  # quoted: text like any other
+    assert texts[9].startswith(f"{path}:10: field 't' must be a string, got -1e400 (not a finite number)")
     array = tmp_path / "n.json"
     array.write_text('[{"t": 7.0}, {"t": NaN}]')
     assert _texts(array, "json") == ["7.0", f"{array}[1]: " + texts[5].split(": ", 1)[1]]

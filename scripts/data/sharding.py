@@ -35,8 +35,9 @@ CHUNK_MASK = 0xFFF  # a chunk ends after a line whose crc32 ends in 12 zero bits
 ID_END = 27  # every stored line starts with '{"id": "<16 hex>", '
 EXAMPLES = 3
 # Part of every cached chunk's name: bump it when reading a row changes (2: JSON numbers kept as
-# written, NaN and Infinity refused), so chunks cached by an older reader are parsed again.
-READER_VERSION = 2
+# written, NaN and Infinity refused; 3: floats past a double's range, 1e400, refused too), so
+# chunks cached by an older reader are parsed again.
+READER_VERSION = 3
 
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode

@@ -217,9 +217,12 @@ def _get(row: dict, column: str, where: str, optional: bool = False):
 
 
 def _number_text(value) -> str | None:
-    """The text of a finite number (a JSON number as written), None for NaN and infinities."""
+    """The text of a finite number (a JSON number as written), None for NaN and infinities,
+    and for a float that overflows a double ("1e400": infinity to every other JSON reader)."""
     if isinstance(value, JSONNumber):
-        return None if value in NOT_FINITE else str(value)
+        if value in NOT_FINITE or (not value.lstrip("-").isdigit() and math.isinf(float(value))):
+            return None
+        return str(value)
     return str(value) if isinstance(value, int) or math.isfinite(value) else None
 
 
