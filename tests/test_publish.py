@@ -4,10 +4,14 @@ demo are byte-identical and give the same lock file."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import stat
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -168,9 +172,6 @@ def test_verify_rebuilds_the_locked_runs_wherever_their_spec_files_lie():
 def test_a_saved_tokenizer_is_the_same_online_and_offline(demo_build, tmp_path):
     """A build made with the network and its verify without it write the same tokenizer bytes:
     transformers would record local_files_only (HF_HUB_OFFLINE) in tokenizer_config.json."""
-    import subprocess
-    import sys
-
     model = next((demo_build / "results/models").glob("*/model"))
     code = (
         "import sys; from scripts.common.modeling import load_tokenizer; "
@@ -183,3 +184,103 @@ def test_a_saved_tokenizer_is_the_same_online_and_offline(demo_build, tmp_path):
         subprocess.run([sys.executable, "-c", code, str(model), str(out)], env=env, check=True, timeout=120)
         saved.append((out / "tokenizer_config.json").read_bytes())
     assert saved[0] == saved[1], saved
+
+
+def terminal(proc) -> str:
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-4000:]
+    assert "Traceback" not in output, output[-4000:]
+    return output
+
+
+def test_the_lock_and_archive_get_the_users_umask_mode(locked):
+    """Written like every other output (0644 under umask 022), not with mkstemp's 0600."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((locked / "tunemake.lock").stat().st_mode) == 0o666 & ~umask
+
+
+def test_verify_and_archive_refuse_a_locked_path_outside_the_workflow(locked, tmp_path, monkeypatch):
+    """The issue's keys, in the real lock, through snakemake: `../outside/evil.txt` (verify used
+    to copy it beside its clean copy and say OK) and `/etc/hostname` (archive packed it)."""
+    workdir, tmp = tmp_path / "wf", tmp_path / "tmp"
+    shutil.copytree(locked, workdir, symlinks=True)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside/evil.txt").write_text("evil\n")
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))  # where verify makes its clean copy
+    path = workdir / "tunemake.lock"
+    lock = yaml.safe_load(path.read_text())
+    lock["sources"]["../outside/evil.txt"] = {"bytes": 5, "sha256": hashlib.sha256(b"evil\n").hexdigest()}
+    path.write_text(yaml.safe_dump(lock))
+    output = terminal(verify(workdir, "shard_data")[0])
+    assert "error: tunemake.lock: a `sources` key '../outside/evil.txt' climbs out of the workflow" in output
+    assert not (tmp / "outside").exists() and not list(tmp.glob("tunemake-verify-*"))
+    del lock["sources"]["../outside/evil.txt"]
+    lock["sources"]["/etc/hostname"] = {"bytes": 1, "sha256": "0" * 64}
+    path.write_text(yaml.safe_dump(lock))
+    output = terminal(snakemake(workdir, "archive", check=False))
+    assert "error: tunemake.lock: a `sources` key '/etc/hostname' is an absolute path" in output
+    assert not (workdir / "tunemake-archive.tar.gz").exists()
+    assert "is an absolute path" in terminal(verify(workdir, "shard_data")[0])
+
+
+def test_verify_local_rehashes_the_files_here_and_names_the_first_that_differs(locked, tmp_path):
+    """`snakemake verify_local`: the lock against the files under results/, nothing rebuilt."""
+    proc = snakemake(locked, "verify_local")
+    output = proc.stdout + proc.stderr
+    assert "verify_local: OK: 36 files of 10 steps and 1 data source(s) match the lock" in output
+    assert "rule shard_data" not in output and "rule tokenize_shard" not in output
+    workdir = tmp_path / "wf"
+    shutil.copytree(locked, workdir, symlinks=True)
+    shard = sorted((workdir / "results" / "tokens").glob("*/*.parquet"))[0]
+    stat_before, data = shard.stat(), bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))  # Snakemake sees nothing new
+    output = terminal(snakemake(workdir, "verify_local", check=False))
+    relative = shard.relative_to(workdir).as_posix()
+    assert (
+        f"verify_local: FAILED: 1 of 36 files differ from the lock; the first is at step tokenize_shard: "
+        f"{relative} has sha256 " in output
+    )
+
+
+def test_a_source_deleted_after_a_full_build_is_refused_by_export_and_lock(demo_build, tmp_path):
+    """Snakemake alone said "Nothing to be done" for export, and lock recorded `missing: true`."""
+    workdir = copy_built(demo_build, tmp_path / "wf")
+    (workdir / "data/demo/spell_digits.jsonl").unlink()
+    message = "data source not found: data/demo/spell_digits.jsonl (data.sources[0].path in specs/demo.yaml"
+    for target in ("export", "lock"):
+        output = terminal(snakemake(workdir, target, check=False))
+        assert message in output and "Nothing to be done" not in output, output[-3000:]
+    assert not (workdir / "tunemake.lock").exists()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "scripts.lock", "--specs", "specs/demo.yaml", "--out", "tunemake.lock"]
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert "error: data source data/demo/spell_digits.jsonl is missing (1 of 1 sources)" in terminal(proc)
+    assert not (workdir / "tunemake.lock").exists()
+
+
+# `snakemake <publish target> ...` as README.md and docs/publish.md show it (inline or a code line)
+SHOWN = re.compile(r"(?:^|`)(snakemake (?:why|lock|verify|verify_local|archive)\b[^`#\n]*)", re.MULTILINE)
+
+
+def test_the_publish_commands_the_docs_show_run_as_written(tmp_path, monkeypatch):
+    """Snakemake stops a local run without --cores ("cores have to be specified"), and the
+    workflow profile cannot default it (it would cap the threads of SLURM jobs): every command
+    shown carries it, as Snakemake parses it with this workflow's profiles."""
+    from snakemake.cli import parse_args
+
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    (tmp_path / "Snakefile").touch()
+    monkeypatch.chdir(tmp_path)
+    shown = [
+        m[1].strip()
+        for doc in ("README.md", "docs/publish.md")
+        for m in SHOWN.finditer((REPO / doc).read_text())
+    ]
+    assert {c.split()[1] for c in shown} >= {"why", "lock", "verify", "verify_local", "archive"}, shown
+    for command in shown:
+        args = parse_args(command.split()[1:])[1]
+        assert args.cores is not None or args.dryrun, f"`{command}` stops with: cores have to be specified"
