@@ -22,8 +22,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scripts.compiler.grpo_rules import kind_of, term_names
+from scripts.training.reward_calls import (
+    DEFAULT_TIMEOUT_S,
+    RewardError,
+    checked_scores,
+    limited_call,
+    record_label,
+    step_reward_error,
+)
 
-DATASET_COLUMNS = ("prompt", "prompt_ids", "reference")
+DATASET_COLUMNS = ("prompt", "prompt_ids", "reference", "record_id")
 
 
 def _stripped(completions) -> list[str]:
@@ -70,26 +78,59 @@ def load_user_function(path: str, name: str) -> Callable:
     return function
 
 
+def term_place(term: dict, name: str) -> str:
+    """How messages name a term: its name, and its function and file for user code."""
+    if kind_of(term) == "function":
+        return f"{term['rewards_file']}: reward term {name!r} (function {term['function']!r})"
+    return f"train.grpo.rewards term {name!r}"
+
+
+def builtin_scores(term: dict, completions, completion_ids, reference, at: list[int]) -> list[float]:
+    """A built-in term's scores; terms that match a regex score one completion at a time, with
+    `at[0]` the one being scored (a time limit then names it)."""
+    kind = kind_of(term)
+    if kind == "length_penalty":
+        return length_scores(term["length_penalty"]["max_tokens"], completion_ids)
+    if kind == "metric" and "extract_regex" not in term:
+        return metric_scores(term, completions, reference)
+    scores = []
+    for at[0], (text, ref) in enumerate(zip(completions, reference or [None] * len(completions))):
+        one = format_scores(term["regex"], [text]) if kind == "regex" else metric_scores(term, [text], [ref])
+        scores += one
+    return scores
+
+
 def term_function(term: dict, name: str, user: Callable | None = None) -> Callable:
     """The reward function TRL calls for one term: (prompts, completions, completion_ids,
-    reference, **dataset columns and TRL's kwargs) -> one float per completion."""
-    kind = kind_of(term)
+    reference, **dataset columns and TRL's kwargs) -> one float (or None) per completion, under
+    reward_calls' limits (a time limit per call, capped output, finite numbers only)."""
+    matches = "regex" in term or "extract_regex" in term
+    default = DEFAULT_TIMEOUT_S["regex" if matches else "function" if user else "metric"]
+    where, timeout = term_place(term, name), term.get("timeout_s", default)
 
     def reward(prompts=None, completions=None, completion_ids=None, reference=None, **kwargs):
-        if kind == "metric":
-            return metric_scores(term, completions, reference)
-        if kind == "regex":
-            return format_scores(term["regex"], completions)
-        if kind == "length_penalty":
-            return length_scores(term["length_penalty"]["max_tokens"], completion_ids)
-        out = user(
-            prompts=prompts,
-            completions=completions,
-            completion_ids=completion_ids,
-            reference=reference,
-            **kwargs,
-        )
-        return [None if value is None else float(value) for value in out]
+        at = [None]  # the completion a built-in term is scoring, for a time limit's message
+
+        def call():
+            if user is None:
+                return builtin_scores(term, completions, completion_ids, reference, at)
+            at[0] = "batch"
+            return user(
+                prompts=prompts,
+                completions=completions,
+                completion_ids=completion_ids,
+                reference=reference,
+                **kwargs,
+            )
+
+        def running() -> str:
+            if isinstance(at[0], int):
+                return record_label(at[0], prompts, kwargs)
+            first = record_label(0, prompts, kwargs) if completions else "nothing"
+            return f"{len(completions or [])} completions, the first of {first}"
+
+        out = limited_call(call, where, name, timeout, running)
+        return checked_scores(out, len(completions), where, prompts, kwargs)
 
     reward.__name__ = reward.__qualname__ = name  # TRL logs rewards/<__name__>/mean
     return reward
@@ -125,12 +166,13 @@ def total_rewards(terms: list[dict], prompts, completions, completion_ids, refer
 
 
 def prompt_dataset(token_files, split: str):
-    """The split's {prompt, prompt_ids, reference} rows, ordered by record id, or None when empty."""
+    """The split's {prompt, prompt_ids, reference, record_id} rows, ordered by record id, or None
+    when empty (record_id reaches reward functions too: messages name the record)."""
     from datasets import Dataset
 
     from scripts.common.token_splits import load_split
 
-    table = load_split(token_files, split, ["input_ids", "prompt_length", "prompt", "reference"])
+    table = load_split(token_files, split, ["input_ids", "prompt_length", "prompt", "reference", "id"])
     if table.num_rows == 0:
         return None
     ids, lengths = table["input_ids"].to_pylist(), table["prompt_length"].to_pylist()
@@ -139,6 +181,7 @@ def prompt_dataset(token_files, split: str):
             "prompt": table["prompt"].to_pylist(),
             "prompt_ids": [row[:n] for row, n in zip(ids, lengths)],
             "reference": table["reference"].to_pylist(),
+            "record_id": table["id"].to_pylist(),
         }
     )
 
@@ -175,6 +218,18 @@ def tokenized_trainer_class():
             if len(prompts) != len(self._batch_prompt_ids):
                 raise ValueError("GRPO: the prompts of a batch lost their token ids")
             return self._batch_prompt_ids, None, {}
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            from scripts.common.cli import fail
+
+            try:
+                rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            except RewardError as exc:
+                fail(f"{exc} (training step {self.state.global_step + 1})")
+            error = step_reward_error(rewards.tolist(), list(self.reward_func_names))
+            if error:
+                fail(f"training step {self.state.global_step + 1}: {error}")
+            return rewards
 
     return TokenizedGRPOTrainer
 

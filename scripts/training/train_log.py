@@ -9,6 +9,7 @@ log history, which checkpoints restore, rather than from state of its own.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -21,13 +22,14 @@ REWARD_TERM = re.compile(r"rewards/[A-Za-z0-9_]+/mean")
 
 
 def log_entry(state, logs: dict, elapsed: float, tokens_per_s: float | None) -> dict:
-    """One line of log.jsonl from the trainer's logs at a logging (or evaluation) step."""
+    """One line of log.jsonl from the trainer's logs at a logging (or evaluation) step. A value
+    that is not finite is left out (JSON has no NaN or Infinity: `json.loads` elsewhere would
+    read what Python writes, other readers would not), as TRL's NaN mean of a reward term that
+    returned None for every completion of the step."""
     entry = {"step": state.global_step, "epoch": state.epoch, "elapsed_s": round(elapsed, 3)}
-    for key in LOGGED:
-        if logs.get(key) is not None:
-            entry[key] = float(logs[key])
-    for key in sorted(logs):
-        if REWARD_TERM.fullmatch(key) and logs[key] is not None:
+    keys = [*LOGGED, *(key for key in sorted(logs) if REWARD_TERM.fullmatch(key))]
+    for key in keys:
+        if logs.get(key) is not None and math.isfinite(float(logs[key])):
             entry[key] = float(logs[key])
     entry["tokens_seen"] = int(state.num_input_tokens_seen)
     if tokens_per_s is not None:
