@@ -43,7 +43,7 @@ from scripts.data.token_arrays import (
     without_pandas,
     write_parquet,
 )
-from scripts.data.token_reuse import merge_rows, previous_files, reuse_plan
+from scripts.data.token_reuse import merge_rows, previous_files, remove_stale_tokens, reuse_plan
 
 IGNORE = -100
 COLUMNS = ("id", "split", "input_ids", "labels", "prompt_length", "prompt", "reference")
@@ -340,9 +340,10 @@ def main(argv=None):
         timings={"total": time.perf_counter() - start},
         environment=args.environment,
     )
+    stale = remove_stale_tokens(args.input, args.out, args.previous)
     print(
         f"{rows} examples of {len(lines)} records ({reused} reused); dropped {dict(dropped)}; "
-        f"truncated {truncated}",
+        f"truncated {truncated}; {stale} stale token files removed",
         file=sys.stderr,
     )
 

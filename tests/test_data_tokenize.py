@@ -195,3 +195,30 @@ def test_audit_records_each_shards_digest_from_its_manifest_unless_the_shard_cha
     assert json.loads((tmp_path / "audit.json").read_text())["inputs"] == [
         {"path": str(shard), "sha256": now}
     ]
+
+
+def test_stale_token_shards_are_removed_and_the_ones_still_read_kept(tmp_path):
+    """After an edit, token shards whose raw shard is gone are deleted by the next tokenize job,
+    except the old versions this build's jobs reuse rows from (previous.json); only shard files."""
+    from scripts.data.token_reuse import remove_stale_tokens
+
+    current, replaced, reused, stale = ("a" * 16, "b" * 16), "c" * 16, "d" * 16, "e" * 16
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "tokens").mkdir()
+    for shard in current:
+        (tmp_path / "raw" / f"{shard}.jsonl").write_text("{}\n")
+    (tmp_path / "previous.json").write_text(json.dumps({current[1]: reused}))
+    names = [
+        f"{s}.{ext}" for s in (*current, replaced, reused, stale) for ext in ("parquet", "manifest.json")
+    ]
+    for name in [*names, "notes.txt", "tokens.parquet", f"{stale}.parquet.tmp123"]:
+        (tmp_path / "tokens" / name).write_text("")
+    raw, out = (
+        str(tmp_path / "raw" / f"{current[0]}.jsonl"),
+        str(tmp_path / "tokens" / f"{current[0]}.parquet"),
+    )
+    assert remove_stale_tokens(raw, out, str(tmp_path / "previous.json")) == 4
+    left = sorted(p.name for p in (tmp_path / "tokens").iterdir())
+    assert left == sorted([*names[:4], *names[6:8], "notes.txt", "tokens.parquet", f"{stale}.parquet.tmp123"])
+    # an input outside the workflow's layout (not a shard name): nothing is touched
+    assert remove_stale_tokens(str(tmp_path / "clean.jsonl"), out, None) == 0

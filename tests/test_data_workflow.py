@@ -79,6 +79,12 @@ def data_jobs(workdir):
     current = sorted(s["hash"] for s in details["shards"])
     stored = sorted(p.name.removesuffix(".jsonl") for p in (manifest.parent / "raw").glob("*.jsonl"))
     assert stored == current
+    # nor do old token shards: only the current ones and those this build's jobs reused rows from
+    previous_map = manifest.parent / "cache" / "previous.json"
+    previous = set(json.loads(previous_map.read_text()).values()) if previous_map.is_file() else set()
+    for folder in (workdir / "results/tokens").iterdir():
+        tokens = {p.name.removesuffix(".parquet") for p in folder.glob("*.parquet")}
+        assert set(current) <= tokens <= set(current) | previous, sorted(tokens - set(current))
     return ran, details["sources"][0]
 
 

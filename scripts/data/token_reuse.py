@@ -13,6 +13,7 @@ are tokenized again, so the counts are those of the new records.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -83,3 +84,30 @@ def merge_rows(old, new, plan: list[int], fresh_at: list[int], records: list[dic
     order = [row if row >= 0 else new_row.get(line, -1) for line, row in enumerate(plan)]
     both = pa.concat_tables([old, new])
     return both.take(pa.array([i for i in order if i >= 0], pa.int64())).combine_chunks()
+
+
+SHARD_FILE = re.compile(r"([0-9a-f]{16})\.(?:parquet|manifest\.json)")
+
+
+def remove_stale_tokens(records_path: str, tokens_path: str, previous_map: str | None) -> int:
+    """Delete the token shards (and their manifests) beside `tokens_path` that the current build
+    no longer names: their raw shard is gone from the raw folder (shard_data removes the ones
+    its manifest does not list), and no shard of this build reuses their rows (the old shards
+    of previous.json stay until the next edit). Only shard-named files, and only where the
+    input is a shard of the workflow's layout; returns how many files were removed."""
+    raw = Path(records_path)
+    if not re.fullmatch(r"[0-9a-f]{16}", raw.name.split(".")[0]):
+        return 0
+    keep = {path.name.split(".")[0] for path in raw.parent.glob("*.jsonl")}
+    if previous_map and Path(previous_map).is_file():
+        try:
+            keep |= set(json.loads(Path(previous_map).read_text(encoding="utf-8")).values())
+        except ValueError:
+            return 0  # unreadable: keep everything rather than guess
+    removed = 0
+    for path in Path(tokens_path).parent.iterdir():
+        match = SHARD_FILE.fullmatch(path.name)
+        if match and match[1] not in keep:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
