@@ -32,11 +32,18 @@ def _spec_files():
     return sorted(glob.glob("specs/*.yaml"))
 
 
+def _refuse(message):
+    """Stop at DAG-build time with the message alone (a WorkflowError would add a header and
+    a stray `File ".../rules/common.smk"` line)."""
+    print(message, file=sys.stderr)
+    sys.exit(1)
+
+
 SPEC_FILES = _spec_files()
 try:
     RUNS = {run.name: run for run in load_specs(SPEC_FILES)}
 except SpecError as exc:
-    raise WorkflowError(f"invalid spec:\n{exc}") from None
+    _refuse(f"invalid spec:\n{exc}")
 
 ENV = "results/environment.json"
 LOCK = (
@@ -165,7 +172,7 @@ def run_data_manifest(wildcards):
 try:
     TRACKERS = choose_trackers(config.get("trackers"))
 except TrackerError as exc:
-    raise WorkflowError(f"invalid config trackers:\n{exc}") from None
+    _refuse(f"invalid config trackers:\n{exc}")
 
 
 def tracked_runs():

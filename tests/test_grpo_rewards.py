@@ -19,7 +19,7 @@ from scripts.training.grpo import (
     reward_functions,
     total_rewards,
 )
-from tests.workflow_fixtures import REPO
+from tests.workflow_fixtures import REPO, copy_workflow, snakemake
 
 # chrF of "abc" against "abcd" by hand (sacrebleu's defaults: character orders 1..6, beta 2,
 # precision and recall averaged over the orders both strings have): orders 1-3 match all of
@@ -242,3 +242,24 @@ def test_a_rewards_file_is_part_of_the_train_key_only(tmp_path, monkeypatch):
     assert {k: v for k, v in after.items() if k != "train"} == {
         k: v for k, v in before.items() if k != "train"
     }
+
+
+BROKEN_REWARDS = "def score(completions, **kwargs):\n    return [1.0 for c in completions\n"
+SYNTAX_ERROR = (
+    "rewards.py:2: SyntaxError: '[' was never closed in 'return [1.0 for c in completions'; fix the "
+    "Python (train.grpo.rewards[0].rewards_file)"
+)
+
+
+def test_a_syntax_error_in_a_rewards_file_is_reported_at_its_line(tmp_path, monkeypatch):
+    """The rewards file's own line and text, not the spec's `train:` line (issue 30, point 14);
+    through `snakemake -n` without Snakemake's `File ".../rules/common.smk"` line."""
+    workdir = copy_workflow(tmp_path / "wf")
+    monkeypatch.chdir(workdir)
+    (workdir / "rewards.py").write_text(BROKEN_REWARDS)
+    path = grpo_spec(workdir / "specs", [{"function": "score", "rewards_file": "rewards.py"}])
+    assert refusal(path) == SYNTAX_ERROR
+    (workdir / "specs/demo.yaml").unlink()
+    proc = snakemake(workdir, "-n", "train", check=False, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["invalid spec:", SYNTAX_ERROR]

@@ -105,3 +105,28 @@ def test_torchrun_workers_get_the_descriptor_as_a_path():
 
 def test_clock_text():
     assert [clock_text(s) for s in (0, 35, 725, 3729)] == ["0:00", "0:35", "12:05", "1:02:09"]
+
+
+def test_the_last_training_line_is_written_once(capsys):
+    """The end of training: the last step (progress due), its logged loss, the trainer's summary,
+    then on_train_end: one line for the last step, with the final loss (issue 30, point 14)."""
+    from types import SimpleNamespace
+
+    from scripts.common.progress import train_progress_callback
+
+    callback = train_progress_callback(Progress("demo", interval=0))
+    state = SimpleNamespace(global_step=0, max_steps=2, num_input_tokens_seen=0, is_world_process_zero=True)
+    callback.on_train_begin(None, state, None)
+    state.global_step = 1
+    callback.on_log(None, state, None, logs={"loss": 2.0})
+    callback.on_step_end(None, state, None)  # the same step, loss: not repeated
+    state.global_step = 2
+    callback.on_step_end(None, state, None)
+    callback.on_log(None, state, None, logs={"loss": 1.5, "eval_loss": 1.75})
+    callback.on_log(None, state, None, logs={"train_loss": 1.75, "train_runtime": 1.0})
+    callback.on_train_end(None, state, None)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "demo: train step 1/2 loss 2.0000 ETA 0:00"
+    assert len(lines) == 2 and re.fullmatch(
+        r"demo: train step 2/2 loss 1\.5000 eval_loss 1\.7500 done in 0:00", lines[1]
+    )

@@ -107,13 +107,15 @@ def batch_reporter(progress: Progress | None, what: str, total: int):
 
 def train_progress_callback(progress: Progress):
     """A TrainerCallback: step/total, the last logged loss (and validation loss), tokens/s and
-    the ETA of this process's steps, every few seconds, at the first logged loss and at the end."""
+    the ETA of this process's steps, every few seconds, at the first logged loss and at the end.
+    The last step's line is written once, at the end of training (with the final loss), and a
+    line is never repeated for the same step, loss and validation loss."""
     from transformers import TrainerCallback
 
     class TerminalProgress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             self.begin = (time.monotonic(), state.global_step, state.num_input_tokens_seen)
-            self.loss = self.eval_loss = None
+            self.loss = self.eval_loss = self.written = None
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
@@ -128,11 +130,17 @@ def train_progress_callback(progress: Progress):
             self.report(state)
 
         def on_train_end(self, args, state, control, **kwargs):
-            self.report(state, force=True)
+            self.report(state, force=True, end=True)
 
-        def report(self, state, force=False):
+        def report(self, state, force=False, end=False):
             if not state.is_world_process_zero or not (force or progress.due()):
                 return
+            if state.global_step >= state.max_steps and not end:
+                return  # the last step's line comes at the end, with its final loss
+            seen = (state.global_step, self.loss, self.eval_loss)
+            if seen == self.written:
+                return
+            self.written = seen
             started, step0, tokens0 = self.begin
             elapsed, steps = time.monotonic() - started, state.global_step - step0
             parts = [f"train step {state.global_step}/{state.max_steps}"]

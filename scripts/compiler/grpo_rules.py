@@ -84,7 +84,14 @@ def _function_errors(where: str, term: dict) -> list[str]:
         return [f"{where}.rewards_file: {file!r} not found (relative to the workflow folder)"]
     try:
         defined = top_level_functions(path)
-    except (SyntaxError, UnicodeDecodeError, ValueError) as exc:
+    except SyntaxError as exc:  # at the file's own line (an editor jumps there), with that line
+        code = (exc.text or "").strip()
+        shown = f" in {code!r}" if code else ""
+        return [
+            f"{file}:{exc.lineno}: {type(exc).__name__}: {exc.msg}{shown}; fix the Python "
+            f"({where}.rewards_file)"
+        ]
+    except (UnicodeDecodeError, ValueError) as exc:
         line = getattr(exc, "lineno", None)
         return [
             f"{where}.rewards_file: {file!r} is not valid Python{f' (line {line})' if line else ''}: {exc}"

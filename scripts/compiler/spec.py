@@ -165,6 +165,16 @@ def expand_sweep(name: str, spec: dict) -> list[tuple[str, dict, dict]]:
     return runs
 
 
+OWN_LOCATION = re.compile(r"^[^\s:]+\.py:\d+: ")  # a message that points into a Python file itself
+
+
+def located(exc: SpecError, path: Path, line: int | None) -> str:
+    """A section's error at the section's line of the spec, unless it names its own place (a
+    syntax error of a rewards file: `rewards.py:2: SyntaxError: ...`, where an editor jumps)."""
+    text = str(exc)
+    return text if OWN_LOCATION.match(text) else f"{path}:{line}: {text}"
+
+
 def load_spec_file(path: str | Path) -> list[Run]:
     """Parse, validate and expand one spec file; raises SpecError naming file, line and key."""
     path = Path(path)
@@ -195,7 +205,7 @@ def load_spec_file(path: str | Path) -> list[Run]:
             except SpecError as exc:
                 where = f" (sweep value {chosen})" if chosen else ""
                 line = line_of(node, [section])
-                raise SpecError(f"{path}:{line}: {exc}{where}") from None
+                raise SpecError(f"{located(exc, path, line)}{where}") from None
         cross = cross_section_errors(sections)
         if cross:
             where = f"sweep value {chosen}: " if chosen else ""
