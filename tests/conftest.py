@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.records_fixtures",
     "tests.evaluate_fixtures",
     "tests.preference_fixtures",
+    "tests.cpu_profile",
 ]
 
 
