@@ -83,6 +83,16 @@ def test_an_exception_in_a_reward_names_the_term_and_the_batch(tmp_path, monkeyp
     assert "ZeroDivisionError: division by zero" in message
 
 
+def test_a_rewards_file_that_fails_to_load_names_its_term(tmp_path, monkeypatch):
+    message = refused(
+        {}, tmp_path, monkeypatch, "import no_such_module\n\ndef score(**kwargs):\n    return []\n"
+    )
+    assert message == (
+        "rewards.py: reward term 'score' (function 'score') failed while loading its file: "
+        "ModuleNotFoundError: No module named 'no_such_module'"
+    )
+
+
 def test_a_reward_past_its_time_limit_is_stopped(tmp_path, monkeypatch):
     source = (
         "import time\n\ndef score(completions, **kwargs):\n"
@@ -93,7 +103,10 @@ def test_a_reward_past_its_time_limit_is_stopped(tmp_path, monkeypatch):
     message = refused({"timeout_s": 0.5}, tmp_path, monkeypatch, source)
     assert time.monotonic() - start < 5
     assert "reward term 'score' (function 'score') took more than 0.5 s for one call" in message
-    assert "the first of record 0123456789abcdef" in message and "raise the term's timeout_s" in message
+    assert (
+        "(while scoring 2 completions, the first of record 0123456789abcdef" in message
+        and "raise the term's timeout_s" in message
+    )
 
 
 @pytest.mark.parametrize(
@@ -109,7 +122,7 @@ def test_a_backtracking_regex_is_stopped_naming_the_term_and_record(tmp_path, mo
     assert time.monotonic() - start < limit + 3
     name = "format" if "regex" in term else "accuracy"
     assert f"train.grpo.rewards term {name!r} took more than {limit} s" in message
-    assert "(scoring record fedcba9876543210 (prompt 'spell 72'))" in message
+    assert "(while scoring record fedcba9876543210 (prompt 'spell 72'))" in message
 
 
 def test_what_a_reward_prints_is_capped(tmp_path, monkeypatch, capsys):

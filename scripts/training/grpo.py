@@ -15,6 +15,7 @@ The term functions are pure (strings and token ids in, floats out): tests comput
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 import sys
@@ -114,7 +115,6 @@ def term_function(term: dict, name: str, user: Callable | None = None) -> Callab
         def call():
             if user is None:
                 return builtin_scores(term, completions, completion_ids, reference, at)
-            at[0] = "batch"
             return user(
                 prompts=prompts,
                 completions=completions,
@@ -123,13 +123,13 @@ def term_function(term: dict, name: str, user: Callable | None = None) -> Callab
                 **kwargs,
             )
 
-        def running() -> str:
+        def doing() -> str:
             if isinstance(at[0], int):
-                return record_label(at[0], prompts, kwargs)
+                return f"scoring {record_label(at[0], prompts, kwargs)}"
             first = record_label(0, prompts, kwargs) if completions else "nothing"
-            return f"{len(completions or [])} completions, the first of {first}"
+            return f"scoring {len(completions or [])} completions, the first of {first}"
 
-        out = limited_call(call, where, name, timeout, running)
+        out = limited_call(call, where, name, timeout, doing)
         return checked_scores(out, len(completions), where, prompts, kwargs)
 
     reward.__name__ = reward.__qualname__ = name  # TRL logs rewards/<__name__>/mean
@@ -148,7 +148,13 @@ def reward_functions(terms: list[dict], announce=None) -> tuple[list[Callable], 
                     f"train.grpo.rewards term {name!r} runs user code: function {term['function']!r} "
                     f"of {term['rewards_file']!r}"
                 )
-            user = load_user_function(term["rewards_file"], term["function"])
+            user = limited_call(  # runs the file's top level: an error or a hang there names it
+                functools.partial(load_user_function, term["rewards_file"], term["function"]),
+                term_place(term, name),
+                name,
+                DEFAULT_TIMEOUT_S["function"],
+                lambda: "loading its file",
+            )
         functions.append(term_function(term, name, user))
     return functions, [float(term.get("weight", 1.0)) for term in terms]
 
@@ -238,7 +244,12 @@ def grpo_trainer(model, lora_config, args: dict, grpo: dict, train_set, tokenize
     """A GRPOTrainer on the shards' prompts with the spec's rewards. `lora_config` is None for
     full fine-tuning (the KL reference is then a frozen copy of the start model, loaded by TRL);
     with LoRA, TRL adds the adapter and the reference is the model with it disabled."""
-    functions, weights = reward_functions(grpo["rewards"], announce)
+    try:
+        functions, weights = reward_functions(grpo["rewards"], announce)
+    except RewardError as exc:
+        from scripts.common.cli import fail
+
+        fail(str(exc))
     trainer_class = tokenized_trainer_class()
     return trainer_class(
         model=model,

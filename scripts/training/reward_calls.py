@@ -144,21 +144,22 @@ def checked_scores(values, count: int, where: str, prompts, kwargs: dict) -> lis
     return scores
 
 
-def limited_call(call, where: str, term: str, timeout: float | None, running: str):
+def limited_call(call, where: str, term: str, timeout: float | None, doing):
     """call() under the time limit and the output cap; a timeout or an exception of the call is a
-    RewardError naming `where` and `running()` (what the call was scoring when it was stopped)."""
+    RewardError naming `where` and `doing()` (what the call was doing when it was stopped: scoring
+    a record, loading the rewards file)."""
     try:
         with capped_output(term), time_limit(timeout):
             return call()
     except RewardTimeout:
         raise RewardError(
-            f"{where} took more than {timeout:g} s for one call (scoring {running()}); make it faster "
+            f"{where} took more than {timeout:g} s for one call (while {doing()}); make it faster "
             "or raise the term's timeout_s"
         ) from None
     except RewardError:
         raise
     except Exception as exc:
-        raise RewardError(f"{where} failed while scoring {running()}: {type(exc).__name__}: {exc}") from None
+        raise RewardError(f"{where} failed while {doing()}: {type(exc).__name__}: {exc}") from None
 
 
 def step_reward_error(rows: list[list[float]], names: list[str]) -> str | None:
