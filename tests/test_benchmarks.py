@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from scripts.common.report_text import with_benchmarks
-from tests.workflow_fixtures import copy_built, copy_workflow, jobs_run, snakemake
+from tests.workflow_fixtures import REPO, copy_built, copy_workflow, jobs_run, snakemake
 
 SPEC = "specs/bench.yaml"
 SPECS = f"specs/demo.yaml,{SPEC}"  # two runs on one base: the demo (lr 3e-3) and bench (lr 4e-3)
@@ -91,6 +91,28 @@ def test_sweep_scores_its_base_once(build):
     base = {task for kind, task in scores if kind == "base"}
     assert base == {"tasks/spell_digits.yaml", "tasks/digit_choice.yaml"}
     assert all(len(v) == 1 for v in scores.values()) and len(scores) == 6, scores
+
+
+@pytest.mark.slow
+def test_the_docs_quote_the_table_make_demo_bench_prints(build):
+    """docs/evaluation.md quotes `make demo-bench` (examples/demo_benchmarks.yaml); the demo run
+    here is that spec (the demo with its benchmarks), so its table is the one the docs must show."""
+    workdir, _ = build
+    example = yaml.safe_load((REPO / "examples/demo_benchmarks.yaml").read_text())
+    demo = yaml.safe_load((workdir / "specs/demo.yaml").read_text())
+    benchmarks = [{**entry, "batch_size": BATCH} for entry in example["evaluate"]["benchmarks"]]
+    assert {
+        **example,
+        "description": None,
+        "evaluate": {**example["evaluate"], "benchmarks": benchmarks},
+    } == {
+        **demo,
+        "description": None,
+    }
+    printed = (workdir / "results/runs/demo/benchmarks.md").read_text().splitlines()
+    rows = [line for line in printed if line.startswith("| ") and ("↑" in line or "↓" in line)]
+    docs = (REPO / "docs/evaluation.md").read_text()
+    assert len(rows) == 3 and [row for row in rows if row not in docs] == [], rows
 
 
 @pytest.mark.slow
