@@ -198,9 +198,10 @@ def render_card(
 
 {provenance(train, base, data)}
 
-To check these bytes: `snakemake lock` writes `tunemake.lock` (the sha256 of every file every step
-wrote, with the package versions, device, threads and seeds), and `snakemake verify` rebuilds the
-run in a clean copy and compares every file with it (docs/publish.md).
+To check these bytes: `snakemake lock --cores 1` writes `tunemake.lock` (the sha256 of every file
+every step wrote, with the package versions, device, threads and seeds), and
+`snakemake verify --cores 2` rebuilds the run in a clean copy and compares every file with it
+(docs/publish.md).
 """
 
 

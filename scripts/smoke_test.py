@@ -108,7 +108,7 @@ def main(argv=None):
         fail(
             f"smoke test: the export folder {args.model} does not load with transformers "
             f"({first_line(exc)}); the export is broken or incomplete: rebuild it with "
-            "`snakemake export --forcerun merge_model` (export_adapter for an adapter export)"
+            "`snakemake export --cores 2 --forcerun merge_model` (export_adapter for an adapter export)"
         )
     try:
         results = run_prompts(generator, spec["smoke_prompts"])

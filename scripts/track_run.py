@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     inputs = [args.log, args.report, *benchmarks, *args.artifacts]
     for path in inputs:
         if not Path(path).is_file():
-            fail(f"{path}: not found (run `snakemake export` first; track_run reads what it wrote)")
+            fail(f"{path}: not found (run `snakemake export --cores 2` first; track_run reads what it wrote)")
     record = build_record(
         args.run,
         spec,

@@ -260,27 +260,3 @@ def test_a_source_deleted_after_a_full_build_is_refused_by_export_and_lock(demo_
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
     assert "error: data source data/demo/spell_digits.jsonl is missing (1 of 1 sources)" in terminal(proc)
     assert not (workdir / "tunemake.lock").exists()
-
-
-# `snakemake <publish target> ...` as README.md and docs/publish.md show it (inline or a code line)
-SHOWN = re.compile(r"(?:^|`)(snakemake (?:why|lock|verify|verify_local|archive)\b[^`#\n]*)", re.MULTILINE)
-
-
-def test_the_publish_commands_the_docs_show_run_as_written(tmp_path, monkeypatch):
-    """Snakemake stops a local run without --cores ("cores have to be specified"), and the
-    workflow profile cannot default it (it would cap the threads of SLURM jobs): every command
-    shown carries it, as Snakemake parses it with this workflow's profiles."""
-    from snakemake.cli import parse_args
-
-    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
-    (tmp_path / "Snakefile").touch()
-    monkeypatch.chdir(tmp_path)
-    shown = [
-        m[1].strip()
-        for doc in ("README.md", "docs/publish.md")
-        for m in SHOWN.finditer((REPO / doc).read_text())
-    ]
-    assert {c.split()[1] for c in shown} >= {"why", "lock", "verify", "verify_local", "archive"}, shown
-    for command in shown:
-        args = parse_args(command.split()[1:])[1]
-        assert args.cores is not None or args.dryrun, f"`{command}` stops with: cores have to be specified"

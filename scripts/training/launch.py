@@ -4,7 +4,7 @@ calls `relaunch` when its --nproc or --nodes is above 1 and it is not yet a work
 The number of processes is a Snakemake resource, never a spec key (results do not depend on
 where they were computed, the spec does not say where):
 
-    snakemake train --set-resources train_model:nproc=2            # torchrun, 2 processes
+    snakemake train --cores 2 --set-resources train_model:nproc=2  # torchrun, 2 processes
     snakemake train --executor slurm --set-resources train_model:nodes=2 train_model:nproc=4
 
 One process runs `python -m scripts.train_model`; several on one node run `torchrun --standalone`
