@@ -180,3 +180,29 @@ def test_killed_grpo_training_resumes_to_the_same_weights(chain, monkeypatch):
         assert adapter.read_bytes() == resumed_weights
     finally:
         (chain / "specs/grpo_resume.yaml").unlink()
+
+
+@pytest.mark.slow
+def test_the_train_step_fails_with_one_line_on_a_nan_reward(chain, tmp_path):
+    """Where the user looks (issue 30, point 3): a GRPO run from the same start (its data and start
+    model came built with the chain, copied) with a reward that returns NaN fails the train step
+    at its first step with one line naming the term, its file and the record."""
+    workdir = copy_built(chain, tmp_path / "wf")
+    (workdir / "rewards.py").write_text(
+        "def score(completions, **kwargs):\n    return [float('nan')] * len(completions)\n"
+    )
+    grpo = yaml.safe_load((workdir / "specs/grpo.yaml").read_text())
+    grpo["train"] = {**grpo["train"], "max_steps": 2, "per_device_batch_size": 8}
+    rewards = [{"function": "score", "rewards_file": "rewards.py"}]
+    grpo["train"]["grpo"] = {"num_generations": 4, "max_completion_length": 4, "rewards": rewards}
+    (workdir / "specs/grpo.yaml").write_text(yaml.safe_dump(grpo, sort_keys=False))
+    proc = snakemake(workdir, "results/runs/grpo/train.manifest.json", check=False, timeout=300)
+    assert set(jobs_run(proc)) == {"train_model"}, jobs_run(proc)  # nothing else to build
+    log = (workdir / "logs/runs/grpo/train_model.log").read_text()  # the profile prints it on failure
+    assert proc.returncode != 0 and "Traceback" not in log + proc.stderr, log[-3000:]
+    (line,) = [line for line in log.splitlines() if line.startswith("error:")]
+    assert line.startswith(
+        "error: rewards.py: reward term 'score' (function 'score') returned nan for record "
+    )
+    assert line.endswith("(training step 1)")
+    assert not (workdir / "results/runs/grpo/train.manifest.json").exists()
