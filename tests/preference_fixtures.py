@@ -28,16 +28,16 @@ def rejected_answer(words: list[str]) -> str:
 STEPS = 60
 ORPO = {"orpo": {"beta": 1.0}}  # the odds-ratio term weighed up beside the SFT loss of a random base
 PAIRS = {"q": "prompt", "good": "chosen", "bad": "rejected"}
-# run -> (objective, data file, fields, train overrides)
+# run -> (objective, data file, fields, train overrides). Every objective trains once on LoRA and
+# every record shape is trained once: the shards hold each pair tokenized already (tokenize_shard),
+# the same token shards whatever the objective (tests/test_preference_training.py checks that
+# simpo_explicit trains on dpo_lora's shards), so a second shape under one objective trains on
+# nothing new. The shapes themselves: tests/test_preference_records.py and the tokenize tests.
 RUNS = {
-    "orpo_explicit": ("orpo", "explicit", PAIRS, ORPO),
     "orpo_chat": ("orpo", "chat", {"conv": "messages", "good": "chosen", "bad": "rejected"}, ORPO),
-    "orpo_implicit": ("orpo", "implicit", {"c": "chosen", "r": "rejected"}, ORPO),
     # DPO on explicit and implicit pairs: tests/test_preference_training.py; on chat pairs here
     "dpo_chat": ("dpo", "chat", {"conv": "messages", "good": "chosen", "bad": "rejected"}, {}),
     "simpo_explicit": ("simpo", "explicit", PAIRS, {}),
-    "simpo_chat": ("simpo", "chat", {"conv": "messages", "good": "chosen", "bad": "rejected"}, {}),
-    "simpo_implicit": ("simpo", "implicit", {"c": "chosen", "r": "rejected"}, {}),
     "kto_labelled": ("kto", "labelled", {"q": "prompt", "a": "completion", "ok": "label"}, {}),
     "kto_pairs": ("kto", "explicit", PAIRS, {}),
     "kto_full": (

@@ -1,9 +1,10 @@
 """ORPO, SimPO and KTO through the real workflow: `snakemake train` on the demo's records made into
-preference data (chosen: the digits spelled in order; rejected: the same words reversed), from
-every record shape each objective takes: explicit {prompt, chosen, rejected} texts, a chat prompt
-with text responses, implicit {chosen, rejected} texts, and for KTO its own {prompt, completion,
-label} records (half of them undesirable) as well as pairs. LoRA for every shape, full fine-tuning
-for KTO (whose reference is then a frozen copy of the base). The loss falls, the policy comes to
+preference data (chosen: the digits spelled in order; rejected: the same words reversed): ORPO
+on a chat prompt with text responses, SimPO on explicit {prompt, chosen, rejected} texts, DPO on
+chat pairs here (explicit and implicit {chosen, rejected} pairs: tests/test_preference_training.py),
+KTO on its own {prompt, completion, label} records (half of them undesirable) as well as on pairs.
+Each objective trains once on LoRA (the token shards of a record shape are the same whatever the
+objective), full fine-tuning for KTO (whose reference is then a frozen copy of the base). The loss falls, the policy comes to
 prefer the chosen answers where the trainer measures it, and the saved model reloads. The runs
 are the session's preference build (tests/preference_fixtures.py: preference_build), which also
 trains the DPO runs of tests/test_preference_training.py; tests read it and change nothing.
