@@ -10,6 +10,7 @@ snakemake lock        # tunemake.lock: the sha256 of every step's outputs (after
 snakemake verify      # rebuild in a clean copy and compare with tunemake.lock
 snakemake verify_local   # re-hash the results here against tunemake.lock (rebuilds nothing)
 snakemake archive     # tunemake-archive.tar.gz: code, specs, data, lock, pins
+snakemake publish_store --config store=PATH   # keyed artifacts to a shared store (docs/store.md)
 """
 
 from snakemake.utils import min_version
@@ -23,6 +24,7 @@ report: "report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/run_registry.smk"
 include: "rules/keyed_params.smk"
+include: "rules/store_params.smk"
 include: "rules/environment.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
@@ -34,6 +36,7 @@ include: "rules/export.smk"
 include: "rules/track.smk"
 include: "rules/why.smk"
 include: "rules/publish.smk"
+include: "rules/store.smk"
 
 
 localrules:
@@ -50,6 +53,10 @@ localrules:
     verify,
     verify_local,
     archive,
+    pull_tokens,
+    pull_model,
+    pull_train,
+    publish_store,
     export,
     evaluate,
     train,
@@ -113,6 +120,7 @@ onstart:
 
 onsuccess:
     release_run()
+    push_after_build()
 
 
 onerror:
