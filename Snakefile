@@ -56,6 +56,7 @@ localrules:
     pull_tokens,
     pull_model,
     pull_train,
+    pull_merged,
     publish_store,
     export,
     evaluate,

@@ -6,6 +6,7 @@ store_params.smk). Included by the Snakefile after the rules whose outputs the p
 ruleorder: pull_tokens > tokenize_shard
 ruleorder: pull_model > base_model
 ruleorder: pull_train > train_model
+ruleorder: pull_merged > merge_model
 
 
 rule pull_tokens:
@@ -59,6 +60,24 @@ rule pull_train:
     shell:
         "python -m scripts.pull_train --run {wildcards.run:q} "
         "--key {params.key} >{log:q} 2>&1"
+
+
+rule pull_merged:
+    input:
+        pull_merged_input,
+    output:
+        model=directory(str(rules.merge_model.output.model)),
+        manifest=rules.merge_model.output.manifest,
+    log:
+        "logs/runs/{run}/pull_merged.log",
+    wildcard_constraints:
+        run=f"{PULLABLE}[A-Za-z0-9][A-Za-z0-9._=+-]*",
+    conda:
+        CONDA_ENV
+    params:
+        key=run_merged_key,
+    shell:
+        "python -m scripts.pull_merged --run {wildcards.run:q} --key {params.key} >{log:q} 2>&1"
 
 
 # Publishes every keyed artifact of the specs (token shards, base models, trained models) to the

@@ -10,6 +10,8 @@ from scripts.compiler.store import (
     REFUSED,
     StoreError,
     choose_store,
+    merged_artifact,
+    merged_key,
     model_artifact,
     publish,
     pull_choice,
@@ -44,6 +46,16 @@ def pull_train_input(wildcards):
     return _pulled_or_built(train_artifact(wildcards.run, KEYS[wildcards.run]["train"]))
 
 
+def run_merged_key(wildcards):
+    return merged_key(
+        KEYS[wildcards.run]["train"], SLICES[wildcards.run]["merge_model"]
+    )
+
+
+def pull_merged_input(wildcards):
+    return _pulled_or_built(merged_artifact(wildcards.run, run_merged_key(wildcards)))
+
+
 def store_artifacts(existing_only=False):
     """Every keyed artifact of the specs' runs; with `existing_only`, those built here (the token
     shards from the data manifest on disk, not through the shard_data checkpoint)."""
@@ -57,6 +69,8 @@ def store_artifacts(existing_only=False):
             found[(keys["tokens"], shard)] = tokens_artifact(keys["tokens"], shard)
         found[keys["model"]] = model_artifact(keys["model"])
         found[name] = train_artifact(name, keys["train"])
+        merged = merged_key(keys["train"], SLICES[name]["merge_model"])
+        found[(name, "merged")] = merged_artifact(name, merged)
     return [a for a in found.values() if not existing_only or a.is_here()]
 
 

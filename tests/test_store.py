@@ -34,8 +34,12 @@ def test_a_second_clone_pulls_what_the_first_published_and_rebuilds_a_corrupt_ob
     clone = copy_workflow(tmp_path / "b")
     first = snakemake(clone, "export", "--config", f"store={store}")
     jobs = jobs_run(first)
-    assert jobs["tokenize_shard"] == jobs["base_model"] == jobs["train_model"] == 0, jobs
-    assert jobs["pull_tokens"] >= 1 and jobs["pull_model"] == jobs["pull_train"] == 1, jobs
+    assert jobs["tokenize_shard"] == jobs["base_model"] == jobs["train_model"] == jobs["merge_model"] == 0, (
+        jobs
+    )
+    assert (
+        jobs["pull_tokens"] >= 1 and jobs["pull_model"] == jobs["pull_train"] == jobs["pull_merged"] == 1
+    ), jobs
     assert tree_digest(clone / EXPORT) == tree_digest(built / EXPORT)
 
     # a corrupted object (same size, one byte flipped), missing in the clone: refused, named, rebuilt

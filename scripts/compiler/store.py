@@ -22,6 +22,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from scripts.compiler.spec import short_hash
+
 OBJECT_FILE = "object.json"
 PULLED = Path("results/store/pulled")  # receipts: which local artifacts came from a store
 
@@ -72,6 +74,17 @@ def model_artifact(mkey: str) -> Artifact:
 def train_artifact(run: str, train_key: str) -> Artifact:
     """A run's trained model (adapter or full weights) and its training log, keyed by the train key."""
     return Artifact("train", train_key, f"results/runs/{run}", ("train", "train.manifest.json"))
+
+
+def merged_key(train_key: str, merge_slice: dict) -> str:
+    """A merged model's key: what trained it (the train key, which holds the base's) and the
+    merge's slice (dtype, shard size, the evaluated decoding its generation_config carries)."""
+    return short_hash({"merge_model": merge_slice, "train": train_key})
+
+
+def merged_artifact(run: str, key: str) -> Artifact:
+    """A run's merged model (results/runs/<run>/merged and merged.manifest.json), keyed by merged_key."""
+    return Artifact("merged", key, f"results/runs/{run}", ("merged", "merged.manifest.json"))
 
 
 def choose_store(config: dict) -> str | None:
