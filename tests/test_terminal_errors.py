@@ -16,7 +16,7 @@ import shutil
 import pytest
 import yaml
 
-from tests.workflow_fixtures import REPO, copy_workflow, snakemake
+from tests.workflow_fixtures import REPO, copy_built, copy_workflow, jobs_run, snakemake
 
 TRUNCATED = (
     '{"prompt": "Spell 1:", "completion": "one"}\n'
@@ -91,20 +91,16 @@ def test_a_truncated_json_line_is_reported_on_the_terminal(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failed_smoke_test_is_reported_on_the_terminal(tmp_path):
-    workdir = workflow_with_profiles(tmp_path / "wf")
-    small = "".join((workdir / "data/demo/spell_digits.jsonl").read_text().splitlines(keepends=True)[:300])
-    (workdir / "data/small.jsonl").write_text(small)
+def test_a_failed_smoke_test_is_reported_on_the_terminal(demo_build, tmp_path):
+    """The demo (the session's build, copied, with profiles/) given a smoke prompt it cannot
+    answer: only the smoke test reruns, and its one-line failure reaches the terminal."""
+    workdir = copy_built(demo_build, tmp_path / "wf")
+    shutil.copytree(REPO / "profiles", workdir / "profiles", dirs_exist_ok=True)
 
-    def tiny_with_a_wrong_answer(spec):
-        spec["data"].update(
-            sources=[{**spec["data"]["sources"][0], "path": "data/small.jsonl"}], num_shards=1
-        )
-        spec["train"].update(max_steps=2, logging_steps=1, save_steps=2)
-        spec["evaluate"].update(metrics=["exact_match"], max_examples=4, max_new_tokens=4, compare_base=False)
+    def a_wrong_answer(spec):
         spec["export"]["smoke_prompts"] = [{"prompt": "Spell 9051:", "expected": "not the answer"}]
 
-    edit_demo(workdir, tiny_with_a_wrong_answer)
+    edit_demo(workdir, a_wrong_answer)
     proc = snakemake(workdir, "export", check=False, timeout=600)
     terminal = proc.stdout + proc.stderr
     assert proc.returncode != 0, terminal[-3000:]
@@ -114,3 +110,4 @@ def test_a_failed_smoke_test_is_reported_on_the_terminal(tmp_path):
     assert message in terminal, terminal[-3000:]
     assert "Traceback" not in terminal
     assert not (workdir / "results/runs/demo/smoke_test.manifest.json").exists()
+    assert "train_model" not in jobs_run(proc) and "evaluate_model" not in jobs_run(proc)
