@@ -91,3 +91,66 @@ def test_two_publishers_of_one_key_leave_one_intact_copy(tmp_path, monkeypatch):
     (folder / "m/a.bin").write_bytes(b"y" * 1000)
     assert "m/a.bin: sha256" in check_object(folder, artifact)
     assert publish(store, artifact) == "replaced" and check_object(folder, artifact) is None
+
+
+@pytest.fixture
+def s3_store(monkeypatch):
+    """A local S3-compatible server (moto's server mode) on the loopback address, stopped after;
+    its credentials only in the environment."""
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "store-test-key-id",
+        "AWS_SECRET_ACCESS_KEY": "store-test-secret-never-written",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+    }.items():
+        monkeypatch.setenv(name, value)
+    boto3.client("s3").create_bucket(Bucket="tunemake-store")
+    yield "s3://tunemake-store/shared"
+    server.stop()
+
+
+def test_an_s3_store_publishes_once_pulls_checked_and_refuses_a_corrupt_object(
+    s3_store, tmp_path, monkeypatch, capsys
+):
+    import boto3
+
+    from scripts.compiler import store
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    monkeypatch.chdir(a)
+    artifact = small_artifact(a)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(publish(s3_store, artifact))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results).count("published") == 1 and set(results) <= {"published", "present"}, results
+
+    monkeypatch.chdir(b)  # another clone: pulls, each file checked
+    assert store.pull_choice(s3_store, artifact)
+    store.pull(s3_store, artifact)
+    assert tree_digest(b / artifact.base) == tree_digest(a / artifact.base)
+    written = "".join(p.read_text() for p in b.rglob("*") if p.is_file() and p.suffix == ".json")
+    assert "store-test-secret-never-written" not in written and "store-test-key-id" not in written
+
+    client = boto3.client("s3")  # a corrupted file in the store: refused, named, then replaced
+    record = json.loads(
+        client.get_object(Bucket="tunemake-store", Key="shared/tokens/k/s/object.json")["Body"].read()
+    )
+    client.put_object(
+        Bucket="tunemake-store", Key=f"shared/tokens/k/s/{record['version']}/s.parquet", Body=b"tokenZ"
+    )
+    (b / artifact.base / "s.parquet").unlink()
+    store._CHOICES.clear()
+    assert not store.pull_choice(s3_store, artifact)
+    assert "store: refused tokens k/s" in capsys.readouterr().err
+    monkeypatch.chdir(a)
+    assert publish(s3_store, artifact) == "replaced" and publish(s3_store, artifact) == "present"

@@ -22,10 +22,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from scripts.compiler import store_s3
 from scripts.compiler.spec import short_hash
 
 OBJECT_FILE = "object.json"
 PULLED = Path("results/store/pulled")  # receipts: which local artifacts came from a store
+MIRROR = Path(".snakemake/tunemake-store")  # objects of an s3:// store, downloaded to be checked
 
 
 class StoreError(RuntimeError):
@@ -171,7 +173,7 @@ def pull_choice(store: str | None, artifact: Artifact) -> bool:
         choice = artifact.receipt.exists()
     else:
         artifact.receipt.unlink(missing_ok=True)
-        folder = artifact.folder(store) if store else None
+        folder = _reachable_object(store, artifact) if store else None
         choice = False
         if folder is not None and folder.is_dir():
             problem = check_object(folder, artifact)
@@ -179,8 +181,25 @@ def pull_choice(store: str | None, artifact: Artifact) -> bool:
             if problem:
                 _refuse(artifact, folder, problem)
                 REFUSED.append(artifact)
+                if store_s3.is_s3(store):
+                    shutil.rmtree(folder, ignore_errors=True)
     _CHOICES[(store, artifact)] = choice
     return choice
+
+
+def _reachable_object(store: str, artifact: Artifact) -> Path | None:
+    """_object_here, downloaded afresh; an S3 store that cannot be read (endpoint, credentials)
+    is named, and the artifact built here."""
+    try:
+        return _object_here(store, artifact, fresh=True)
+    except Exception as exc:  # botocore's errors share no base class with OSError
+        if not store_s3.is_s3(store):
+            raise
+        print(
+            f"store: cannot read {store} ({type(exc).__name__}: {exc}); building {artifact.kind} {artifact.key} here",
+            file=sys.stderr,
+        )
+        return None
 
 
 def _copy_checked(source: Path, dest: Path, artifact: Artifact, expected: dict[str, str]) -> None:
@@ -193,9 +212,26 @@ def _copy_checked(source: Path, dest: Path, artifact: Artifact, expected: dict[s
             raise StoreError(f"{source / name} changed while it was copied (sha256 differs from its record)")
 
 
+def _object_here(store: str, artifact: Artifact, fresh: bool = False) -> Path | None:
+    """The object's folder: in a folder store, itself; from an s3:// store, a local mirror
+    (downloaded when the run decides to pull, reused by the pull job; None when the store has
+    no such object)."""
+    if not store_s3.is_s3(store):
+        return artifact.folder(store)
+    mirror = MIRROR / artifact.kind / artifact.key
+    if not fresh and (mirror / ".complete").exists():
+        return mirror
+    if not store_s3.download(store, artifact.kind, artifact.key, mirror):
+        return None
+    (mirror / ".complete").touch()
+    return mirror
+
+
 def pull(store: str, artifact: Artifact) -> None:
     """Copy an intact object into place here (checked file by file), and leave a receipt."""
-    folder = artifact.folder(store)
+    folder = _object_here(store, artifact)
+    if folder is None:
+        raise StoreError(f"store {store} has no {artifact.kind} {artifact.key}")
     problem = check_object(folder, artifact)
     if problem:
         raise StoreError(f"store object {artifact.kind} {artifact.key} ({folder}) refused: {problem}")
@@ -212,8 +248,10 @@ def pull(store: str, artifact: Artifact) -> None:
             os.replace(staging / name, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if store_s3.is_s3(store):
+        shutil.rmtree(folder, ignore_errors=True)
     artifact.receipt.parent.mkdir(parents=True, exist_ok=True)
-    receipt = {"store": str(store), "object": str(folder), "artifact": artifact.as_dict()}
+    receipt = {"store": str(store), "object": str(artifact.folder(store)), "artifact": artifact.as_dict()}
     artifact.receipt.write_text(json.dumps(receipt, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -241,6 +279,8 @@ def publish(store: str, artifact: Artifact, *, check_present: bool = True) -> st
     """Put a local artifact into the store: "present" (an intact copy is there), "published" or
     "replaced" (a corrupt copy was there). Atomic: a temporary folder renamed into place, so of
     two publishers of one key, one rename wins and the other finds its intact copy."""
+    if store_s3.is_s3(store):
+        return _publish_s3(store, artifact, check_present)
     folder = artifact.folder(store)
     corrupt = folder.is_dir()
     if corrupt and (not check_present or check_object(folder, artifact) is None):
@@ -274,3 +314,22 @@ def _move_aside(folder: Path) -> None:
     except OSError:
         return  # another publisher moved it first
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def _publish_s3(store: str, artifact: Artifact, check_present: bool) -> str:
+    """publish() to an s3:// store: an object there is checked on a fresh download."""
+    present = store_s3.exists(store, artifact.kind, artifact.key)
+    if present and check_present:
+        shutil.rmtree(MIRROR / artifact.kind / artifact.key, ignore_errors=True)
+        present = check_object(_object_here(store, artifact), artifact) is None
+        shutil.rmtree(MIRROR / artifact.kind / artifact.key, ignore_errors=True)
+        if present:
+            return "present"
+        return store_s3.upload(
+            store, artifact.kind, artifact.key, Path(artifact.base), _local_record(artifact), replace=True
+        )
+    if present:
+        return "present"
+    return store_s3.upload(
+        store, artifact.kind, artifact.key, Path(artifact.base), _local_record(artifact), replace=False
+    )
