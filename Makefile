@@ -57,7 +57,7 @@ test-fast: venv
 
 # Every bench prints its ratios against a baseline timed in the same run (docs/benchmarks.md).
 # report_screenshot needs Debian's chromium; gpu_qlora says so and exits where no GPU is present.
-BENCHES := noop eval_generation train_throughput dpo_throughput grpo_throughput data_prep report_screenshot gpu_qlora
+BENCHES := noop eval_generation train_throughput dpo_throughput grpo_throughput data_prep store report_screenshot gpu_qlora
 bench: venv
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; HF_HUB_OFFLINE=1 $(BIN)/python bench/$$b.py || exit 1; done
 
