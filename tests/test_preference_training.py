@@ -60,7 +60,9 @@ def test_runs_on_the_same_data_share_its_tokens_and_base_model(trained):
     # another objective on the same pairs trains on the same token shards (why each objective
     # needs training on one record shape only: tests/preference_fixtures.py)
     tokens = [path for path in read("dpo_lora") if path.startswith("results/tokens/")]
-    assert tokens and tokens == [path for path in read("simpo_explicit") if path.startswith("results/tokens/")]
+    assert tokens and tokens == [
+        path for path in read("simpo_explicit") if path.startswith("results/tokens/")
+    ]
 
 
 def test_the_lora_run_saves_only_its_own_adapter_and_it_reloads(trained):
