@@ -31,9 +31,8 @@ def _place(store: str, kind: str, key: str) -> tuple[str, str]:
 def _client():
     import boto3
 
-    return boto3.session.Session().client(
-        "s3"
-    )  # a session per client: boto3's default one is not thread-safe
+    # a session per client: boto3's default one is not thread-safe
+    return boto3.session.Session().client("s3")
 
 
 def _missing(exc) -> bool:
